@@ -1,0 +1,22 @@
+//! Sans-IO core of Quire.
+//!
+//! Everything here is pure computation over bytes: the y-websocket protocol
+//! codecs ([`protocol`], [`awareness`], [`state_vector`]), a document that
+//! accepts untrusted updates ([`Document`]), exports ([`export`]) and log
+//! compaction ([`compaction`]).
+//!
+//! **Architecture invariant:** this crate never depends on tokio, axum, sled or
+//! redis, and never does I/O.
+
+pub mod awareness;
+pub mod compaction;
+pub mod document;
+pub mod export;
+pub mod protocol;
+pub mod state_vector;
+pub mod wire;
+
+pub use awareness::{AwarenessChange, AwarenessError, AwarenessTable, AwarenessUpdate};
+pub use document::{decode_update_v1, Document, DocumentError};
+pub use protocol::{Message, ProtocolError};
+pub use yrs;
