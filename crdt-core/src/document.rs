@@ -112,6 +112,11 @@ impl Document {
         self.doc.transact().encode_state_as_update_v1(sv)
     }
 
+    /// What a peer holding `sv` lacks, as a v2 update.
+    pub fn diff_v2(&self, sv: &StateVector) -> Vec<u8> {
+        self.doc.transact().encode_state_as_update_v2(sv)
+    }
+
     /// Every root as JSON: Text as string, Map as object, Array as array,
     /// XmlFragment as its XML string.
     pub fn to_json(&self) -> serde_json::Value {

@@ -1,0 +1,129 @@
+//! Command line and environment configuration: one struct, passed whole.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./quire-data";
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 10;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
+pub const DEFAULT_IDLE_UNLOAD_SECS: u64 = 30;
+pub const DEFAULT_SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_COMPACT_LOG_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+
+#[derive(Debug, Parser)]
+#[command(name = "quire", version, about = "Collaborative Yjs document server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `quire` with no sub-command serves, with these flags.
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve documents over WebSocket and REST (the default).
+    Serve(Config),
+}
+
+impl Cli {
+    pub fn into_config(self) -> Config {
+        match self.command {
+            Some(Command::Serve(config)) => config,
+            None => self.serve,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// HTTP and WebSocket address; port 0 picks a free port.
+    #[arg(long, env = "QUIRE_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Directory of the sled database.
+    #[arg(long, env = "QUIRE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Group commit window: applied updates reach disk at most this long after
+    /// they were applied; 0 flushes before an update is relayed.
+    #[arg(long, env = "QUIRE_FLUSH_INTERVAL_MS", default_value_t = DEFAULT_FLUSH_INTERVAL_MS)]
+    pub flush_interval_ms: u64,
+
+    /// Larger WebSocket messages close the connection with 1009; also the
+    /// largest REST update body.
+    #[arg(long, env = "QUIRE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// WebSocket upgrades past this many open connections get HTTP 503.
+    #[arg(long, env = "QUIRE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// A document with no connections is compacted, flushed and dropped from
+    /// memory after this many seconds.
+    #[arg(long, env = "QUIRE_IDLE_UNLOAD_SECS", default_value_t = DEFAULT_IDLE_UNLOAD_SECS)]
+    pub idle_unload_secs: u64,
+
+    /// Comma-separated allowed `Origin` values; unset allows any. Others get
+    /// 403 at upgrade.
+    #[arg(long, env = "QUIRE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// sled page cache size (sled's own default is 1 GiB).
+    #[arg(long, env = "QUIRE_SLED_CACHE_BYTES", default_value_t = DEFAULT_SLED_CACHE_BYTES)]
+    pub sled_cache_bytes: u64,
+
+    /// A document's update log is merged into its snapshot once it holds
+    /// more than this many bytes.
+    #[arg(long, env = "QUIRE_COMPACT_LOG_BYTES", default_value_t = DEFAULT_COMPACT_LOG_BYTES)]
+    pub compact_log_bytes: u64,
+
+    /// Frames queued for one client before it counts as too slow and is
+    /// disconnected (it resyncs on reconnect).
+    #[arg(long, env = "QUIRE_OUTBOUND_QUEUE", default_value_t = DEFAULT_OUTBOUND_QUEUE)]
+    pub outbound_queue: usize,
+}
+
+impl Config {
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    pub fn idle_unload(&self) -> Duration {
+        Duration::from_secs(self.idle_unload_secs)
+    }
+
+    /// Defaults with a given data directory, for tests.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Cli::parse_from(["quire"]).into_config();
+        config.data_dir = data_dir.into();
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_is_the_default_sub_command() {
+        let bare = Cli::parse_from(["quire", "--listen", "127.0.0.1:0"]).into_config();
+        let explicit = Cli::parse_from(["quire", "serve", "--listen", "127.0.0.1:0"]).into_config();
+        assert_eq!(bare.listen, explicit.listen);
+        assert_eq!(bare.flush_interval_ms, DEFAULT_FLUSH_INTERVAL_MS);
+    }
+
+    #[test]
+    fn allowed_origins_is_a_comma_list() {
+        let c = Cli::parse_from(["quire", "--allowed-origins", "http://a,http://b"]).into_config();
+        assert_eq!(
+            c.allowed_origins,
+            Some(vec!["http://a".to_owned(), "http://b".to_owned()])
+        );
+    }
+}

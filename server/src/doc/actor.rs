@@ -1,0 +1,427 @@
+//! The task that owns one loaded document.
+//!
+//! **Invariant:** only this task touches the document's `Doc` and awareness;
+//! nothing here holds a yrs transaction across an `.await`.
+
+use super::command::{
+    CloseReason, ConnId, DocCommand, DocInfo, SnapshotBody, SnapshotFormat, SnapshotRequest,
+};
+use super::registry::{DocStats, Registry};
+use crate::names::DocName;
+use crate::store::{DocMeta, Store};
+use bytes::Bytes;
+use crdt_core::protocol::{encode_awareness, encode_sync_step1, encode_sync_step2, encode_update};
+use crdt_core::{AwarenessTable, AwarenessUpdate, Document, DocumentError};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// `Y.encodeStateAsUpdate` of a document with nothing in it: what Yjs
+/// clients send as sync step 2 when they have nothing the server lacks.
+const EMPTY_UPDATE: &[u8] = &[0, 0];
+
+struct Link {
+    outbound: mpsc::Sender<Bytes>,
+    kick: Option<oneshot::Sender<CloseReason>>,
+    /// Awareness client ids this connection introduced; removed when it leaves.
+    awareness_clients: HashSet<u64>,
+}
+
+pub(super) struct ActorSettings {
+    pub flush_interval: Duration,
+    pub idle_unload: Duration,
+    pub compact_log_bytes: u64,
+}
+
+pub(super) struct DocActor {
+    pub name: DocName,
+    pub actor_id: u64,
+    pub doc: Document,
+    pub awareness: AwarenessTable,
+    pub store: Store,
+    pub registry: Registry,
+    pub stats: Arc<DocStats>,
+    pub settings: Arc<ActorSettings>,
+    pub shutdown: CancellationToken,
+    /// Sequence number of the next logged update.
+    pub next_seq: u64,
+    /// Sequence number of the first update not yet in the snapshot.
+    pub first_unsnapshotted_seq: u64,
+    pub snapshot_bytes: u64,
+    pub log_bytes: u64,
+    pub updated_at_ms: i64,
+    conns: HashMap<ConnId, Link>,
+}
+
+pub(super) struct LoadedState {
+    pub doc: Document,
+    pub next_seq: u64,
+    pub first_unsnapshotted_seq: u64,
+    pub snapshot_bytes: u64,
+    pub log_bytes: u64,
+    pub updated_at_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl DocActor {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        name: DocName,
+        actor_id: u64,
+        loaded: LoadedState,
+        store: Store,
+        registry: Registry,
+        stats: Arc<DocStats>,
+        settings: Arc<ActorSettings>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        DocActor {
+            name,
+            actor_id,
+            doc: loaded.doc,
+            awareness: AwarenessTable::default(),
+            store,
+            registry,
+            stats,
+            settings,
+            shutdown,
+            next_seq: loaded.next_seq,
+            first_unsnapshotted_seq: loaded.first_unsnapshotted_seq,
+            snapshot_bytes: loaded.snapshot_bytes,
+            log_bytes: loaded.log_bytes,
+            updated_at_ms: loaded.updated_at_ms,
+            conns: HashMap::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<DocCommand>) {
+        let span = tracing::info_span!("doc", doc = %self.name);
+        async move {
+            tracing::debug!("loaded");
+            let mut idle_since = Some(Instant::now());
+            loop {
+                let idle_deadline = idle_since.map(|t| t + self.settings.idle_unload);
+                tokio::select! {
+                    command = rx.recv() => match command {
+                        Some(command) => {
+                            self.handle(command).await;
+                            if self.deleted() {
+                                return;
+                            }
+                            idle_since = if self.conns.is_empty() { Some(Instant::now()) } else { None };
+                        }
+                        None => break,
+                    },
+                    _ = sleep_until(idle_deadline) => {
+                        if self.registry.remove_if_idle(&self.name, self.actor_id, &rx) {
+                            rx.close();
+                            // Commands that raced in are dropped: their reply
+                            // channels close and the senders open the document anew.
+                            while rx.try_recv().is_ok() {}
+                            tracing::debug!("unloading idle document");
+                            break;
+                        }
+                        idle_since = Some(Instant::now());
+                    }
+                    _ = self.shutdown.cancelled() => break,
+                }
+            }
+            self.compact().await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn deleted(&self) -> bool {
+        self.next_seq == u64::MAX
+    }
+
+    async fn handle(&mut self, command: DocCommand) {
+        match command {
+            DocCommand::Connect {
+                id,
+                outbound,
+                kick,
+                reply,
+            } => {
+                let mut first = vec![Bytes::from(encode_sync_step1(&self.doc.state_vector_v1()))];
+                let present = self.awareness.snapshot();
+                if !present.is_empty() {
+                    first.push(Bytes::from(encode_awareness(&present.encode())));
+                }
+                self.conns.insert(
+                    id,
+                    Link {
+                        outbound,
+                        kick: Some(kick),
+                        awareness_clients: HashSet::new(),
+                    },
+                );
+                for frame in first {
+                    self.send_to(id, frame);
+                }
+                self.stats
+                    .clients
+                    .store(self.conns.len(), Ordering::Relaxed);
+                let _ = reply.send(());
+            }
+            DocCommand::Disconnect { id } => self.remove_conn(id),
+            DocCommand::SyncStep1 { id, state_vector } => {
+                let diff = self.doc.diff_v1(&state_vector);
+                self.send_to(id, Bytes::from(encode_sync_step2(&diff)));
+            }
+            DocCommand::Update { id, update } => {
+                if let Err(e) = self.apply(update, Some(id)).await {
+                    self.kick(
+                        id,
+                        CloseReason::new(CloseReason::INVALID_PAYLOAD, e.to_string()),
+                    );
+                }
+            }
+            DocCommand::Awareness { id, update } => self.apply_awareness(id, update),
+            DocCommand::QueryAwareness { id } => {
+                let present = self.awareness.snapshot();
+                self.send_to(id, Bytes::from(encode_awareness(&present.encode())));
+            }
+            DocCommand::Info { reply } => {
+                let _ = reply.send(DocInfo {
+                    bytes: self.snapshot_bytes + self.log_bytes,
+                    updated_at_ms: self.updated_at_ms,
+                    clients: self.conns.len(),
+                    state_vector: self.doc.state_vector_v1(),
+                });
+            }
+            DocCommand::Snapshot { request, reply } => {
+                let _ = reply.send(self.snapshot(request));
+            }
+            DocCommand::ApplyUpdate { update, reply } => {
+                let _ = reply.send(self.apply(update, None).await);
+            }
+            DocCommand::Delete { reply } => {
+                self.delete().await;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn snapshot(&self, request: SnapshotRequest) -> SnapshotBody {
+        match request.format {
+            SnapshotFormat::Yjs => SnapshotBody::Binary(match &request.state_vector {
+                Some(sv) => self.doc.diff_v1(sv),
+                None => self.doc.encode_state_v1(),
+            }),
+            SnapshotFormat::YjsV2 => SnapshotBody::Binary(match &request.state_vector {
+                Some(sv) => self.doc.diff_v2(sv),
+                None => self.doc.encode_state_v2(),
+            }),
+            SnapshotFormat::Json => SnapshotBody::Json(self.doc.to_json()),
+            SnapshotFormat::Text { root } => match self.doc.root_text(&root) {
+                Some(text) => SnapshotBody::Text(text),
+                None => SnapshotBody::NoSuchRoot(root),
+            },
+        }
+    }
+
+    /// Applies an untrusted update, logs it, relays it to every connection
+    /// but its origin. Nothing is logged or relayed unless it applied.
+    async fn apply(&mut self, update: Bytes, origin: Option<ConnId>) -> Result<(), DocumentError> {
+        if update.as_ref() == EMPTY_UPDATE {
+            return Ok(());
+        }
+        if let Err(e) = self.doc.apply_update_v1(&update) {
+            tracing::warn!(error = %e, conn = origin, "rejected update");
+            if e == DocumentError::Poisoned {
+                self.reload().await;
+            }
+            return Err(e);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.log_bytes += update.len() as u64;
+        self.updated_at_ms = now_ms();
+        self.publish_stats();
+        let meta = self.meta();
+        let durable = self.settings.flush_interval.is_zero();
+        let stored = if durable {
+            self.store
+                .append_durable(self.name.clone(), seq, update.clone(), meta)
+                .await
+        } else {
+            self.store
+                .append(self.name.clone(), seq, update.clone(), meta)
+                .await
+        };
+        if let Err(e) = stored {
+            tracing::error!(error = %e, seq, "could not log update");
+        }
+        let frame = Bytes::from(encode_update(&update));
+        self.broadcast(frame, origin);
+        if self.log_bytes > self.settings.compact_log_bytes {
+            self.compact().await;
+        }
+        Ok(())
+    }
+
+    fn apply_awareness(&mut self, id: ConnId, update: AwarenessUpdate) {
+        let change = self.awareness.apply(update);
+        if change.is_empty() {
+            return;
+        }
+        if let Some(link) = self.conns.get_mut(&id) {
+            link.awareness_clients
+                .extend(change.added.iter().chain(&change.updated));
+            for gone in &change.removed {
+                link.awareness_clients.remove(gone);
+            }
+        }
+        let frame = Bytes::from(encode_awareness(&change.effective.encode()));
+        self.broadcast(frame, Some(id));
+    }
+
+    fn meta(&self) -> DocMeta {
+        DocMeta {
+            updated_at_ms: self.updated_at_ms,
+            bytes: self.snapshot_bytes + self.log_bytes,
+            last_seq: self.next_seq.saturating_sub(1),
+        }
+    }
+
+    fn publish_stats(&self) {
+        self.stats
+            .bytes
+            .store(self.snapshot_bytes + self.log_bytes, Ordering::Relaxed);
+        self.stats
+            .updated_at_ms
+            .store(self.updated_at_ms, Ordering::Relaxed);
+    }
+
+    /// Merges the log into a fresh snapshot.
+    async fn compact(&mut self) {
+        if self.deleted() || self.next_seq == self.first_unsnapshotted_seq {
+            return;
+        }
+        let snapshot = self.doc.encode_state_v1();
+        let through_seq = self.next_seq - 1;
+        self.snapshot_bytes = snapshot.len() as u64;
+        self.log_bytes = 0;
+        self.first_unsnapshotted_seq = self.next_seq;
+        self.publish_stats();
+        let meta = self.meta();
+        match self
+            .store
+            .compact(self.name.clone(), snapshot, through_seq, meta)
+            .await
+        {
+            Ok(()) => tracing::debug!(through_seq, bytes = meta.bytes, "compacted"),
+            Err(e) => tracing::error!(error = %e, "compaction failed"),
+        }
+    }
+
+    /// After yrs panicked mid-transaction the in-memory document is suspect;
+    /// storage holds every update that applied before, so rebuild from it.
+    async fn reload(&mut self) {
+        match super::registry::load_state(&self.store, &self.name).await {
+            Ok(Some(state)) => {
+                self.doc = state.doc;
+                tracing::warn!("reloaded document after engine panic");
+            }
+            Ok(None) => self.doc = Document::new(),
+            Err(e) => tracing::error!(error = %e, "reload after engine panic failed"),
+        }
+    }
+
+    async fn delete(&mut self) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.kick(
+                id,
+                CloseReason::new(CloseReason::DELETED, "document deleted"),
+            );
+        }
+        self.registry.remove_actor(&self.name, self.actor_id);
+        if let Err(e) = self.store.delete(self.name.clone()).await {
+            tracing::error!(error = %e, "delete failed");
+        }
+        self.next_seq = u64::MAX;
+        tracing::info!("deleted");
+    }
+
+    fn send_to(&mut self, id: ConnId, frame: Bytes) {
+        let Some(link) = self.conns.get(&id) else {
+            return;
+        };
+        match link.outbound.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.kick(
+                id,
+                CloseReason::new(CloseReason::POLICY, "client too slow; reconnect to resync"),
+            ),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_conn(id),
+        }
+    }
+
+    /// Sends one encoded frame to every connection but `except`.
+    fn broadcast(&mut self, frame: Bytes, except: Option<ConnId>) {
+        let mut slow = Vec::new();
+        let mut closed = Vec::new();
+        for (id, link) in &self.conns {
+            if Some(*id) == except {
+                continue;
+            }
+            match link.outbound.try_send(frame.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
+                Err(mpsc::error::TrySendError::Closed(_)) => closed.push(*id),
+            }
+        }
+        for id in slow {
+            self.kick(
+                id,
+                CloseReason::new(CloseReason::POLICY, "client too slow; reconnect to resync"),
+            );
+        }
+        for id in closed {
+            self.remove_conn(id);
+        }
+    }
+
+    /// Closes a connection from the server side.
+    fn kick(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(link) = self.conns.get_mut(&id) {
+            tracing::info!(conn = id, code = reason.code, reason = %reason.reason, "closing connection");
+            if let Some(kick) = link.kick.take() {
+                let _ = kick.send(reason);
+            }
+        }
+        self.remove_conn(id);
+    }
+
+    fn remove_conn(&mut self, id: ConnId) {
+        let Some(link) = self.conns.remove(&id) else {
+            return;
+        };
+        self.stats
+            .clients
+            .store(self.conns.len(), Ordering::Relaxed);
+        let removal = self.awareness.remove(link.awareness_clients);
+        if !removal.is_empty() {
+            let frame = Bytes::from(encode_awareness(&removal.encode()));
+            self.broadcast(frame, None);
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

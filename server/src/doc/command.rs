@@ -1,0 +1,119 @@
+//! The closed set of requests a document actor serves.
+
+use bytes::Bytes;
+use crdt_core::yrs::StateVector;
+use crdt_core::AwarenessUpdate;
+use tokio::sync::{mpsc, oneshot};
+
+pub type ConnId = u64;
+
+/// Why the server closes a WebSocket, as a close frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl CloseReason {
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const INTERNAL: u16 = 1011;
+    pub const DELETED: u16 = 4404;
+
+    /// Close reasons are limited to 123 bytes by RFC 6455.
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > 123 {
+            let mut cut = 120;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+            reason.push_str("...");
+        }
+        CloseReason { code, reason }
+    }
+}
+
+/// The actor has stopped (unloaded or deleted); open the document again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotFormat {
+    Yjs,
+    YjsV2,
+    Json,
+    Text { root: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotRequest {
+    pub format: SnapshotFormat,
+    /// Only what a holder of this state vector lacks (v1 and v2 formats).
+    pub state_vector: Option<StateVector>,
+}
+
+#[derive(Debug)]
+pub enum SnapshotBody {
+    Binary(Vec<u8>),
+    Json(serde_json::Value),
+    Text(String),
+    NoSuchRoot(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct DocInfo {
+    pub bytes: u64,
+    pub updated_at_ms: i64,
+    pub clients: usize,
+    pub state_vector: Vec<u8>,
+}
+
+pub enum DocCommand {
+    Connect {
+        id: ConnId,
+        /// Frames for this client; full means the client is too slow.
+        outbound: mpsc::Sender<Bytes>,
+        /// Fired when the actor closes the connection.
+        kick: oneshot::Sender<CloseReason>,
+        reply: oneshot::Sender<()>,
+    },
+    Disconnect {
+        id: ConnId,
+    },
+    SyncStep1 {
+        id: ConnId,
+        state_vector: StateVector,
+    },
+    /// Sync step 2 or update: both carry a v1 update to apply and relay.
+    Update {
+        id: ConnId,
+        update: Bytes,
+    },
+    Awareness {
+        id: ConnId,
+        update: AwarenessUpdate,
+    },
+    QueryAwareness {
+        id: ConnId,
+    },
+    Info {
+        reply: oneshot::Sender<DocInfo>,
+    },
+    Snapshot {
+        request: SnapshotRequest,
+        reply: oneshot::Sender<SnapshotBody>,
+    },
+    /// An update from REST: applied, persisted and relayed to every client.
+    ApplyUpdate {
+        update: Bytes,
+        reply: oneshot::Sender<Result<(), crdt_core::DocumentError>>,
+    },
+    Delete {
+        reply: oneshot::Sender<()>,
+    },
+}

@@ -1,0 +1,20 @@
+//! The `quire` server: axum HTTP + WebSocket, one actor per loaded document,
+//! sled storage.
+//!
+//! Module map: [`config`] (flags), [`server`] (wiring and shutdown), [`ws`]
+//! (y-websocket endpoint), [`rest`] (REST API), [`doc`] (registry and
+//! document actors), [`store`] (sled), [`names`] (document names).
+
+pub mod config;
+pub mod doc;
+pub mod error;
+pub mod names;
+pub mod rest;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod web;
+pub mod ws;
+
+pub use config::Config;
+pub use server::serve;

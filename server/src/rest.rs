@@ -1,0 +1,285 @@
+//! REST handlers: extract, ask the registry or the document's actor, map to
+//! a response. Errors go through [`AppError`].
+
+use crate::doc::{DocCommand, DocInfo, SnapshotBody, SnapshotFormat, SnapshotRequest};
+use crate::error::AppError;
+use crate::names::DocName;
+use crate::state::AppState;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// A `{doc}` path segment, percent-decoded and validated.
+pub struct DocPath(pub DocName);
+
+impl<S: Send + Sync> FromRequestParts<S> for DocPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let Path(raw): Path<String> = Path::from_request_parts(parts, state)
+            .await
+            .map_err(|e: PathRejection| AppError::BadRequest(e.body_text()))?;
+        Ok(DocPath(DocName::parse(&raw)?))
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    prefix: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocSummary {
+    name: String,
+    bytes: u64,
+    updated_at: String,
+    clients: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocList {
+    docs: Vec<DocSummary>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /api/docs`: stored documents and loaded ones not stored yet, by name.
+pub async fn list(
+    State(app): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<DocList>, AppError> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if limit == 0 || limit > MAX_LIST_LIMIT {
+        return Err(AppError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIST_LIMIT}"
+        )));
+    }
+    let prefix = q.prefix.unwrap_or_default();
+    let stored = app
+        .store
+        .list(prefix.clone(), q.cursor.clone(), limit + 1)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let mut merged: BTreeMap<String, DocSummary> = stored
+        .into_iter()
+        .map(|(name, meta)| {
+            let summary = DocSummary {
+                name: name.clone(),
+                bytes: meta.bytes,
+                updated_at: rfc3339(meta.updated_at_ms),
+                clients: 0,
+            };
+            (name, summary)
+        })
+        .collect();
+    for (name, stats) in app.registry.loaded_stats() {
+        let name = name.as_str();
+        let after_cursor = q.cursor.as_deref().is_none_or(|c| name > c);
+        if !name.starts_with(&prefix) || !after_cursor {
+            continue;
+        }
+        merged.insert(
+            name.to_owned(),
+            DocSummary {
+                name: name.to_owned(),
+                bytes: stats.bytes.load(Ordering::Relaxed),
+                updated_at: rfc3339(stats.updated_at_ms.load(Ordering::Relaxed)),
+                clients: stats.clients.load(Ordering::Relaxed),
+            },
+        );
+    }
+    let more = merged.len() > limit;
+    let docs: Vec<DocSummary> = merged.into_values().take(limit).collect();
+    let next_cursor = if more {
+        docs.last().map(|d| d.name.clone())
+    } else {
+        None
+    };
+    Ok(Json(DocList { docs, next_cursor }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocDetails {
+    name: String,
+    bytes: u64,
+    updated_at: String,
+    clients: usize,
+    state_vector: String,
+}
+
+/// `GET /api/docs/{doc}`.
+pub async fn info(
+    State(app): State<AppState>,
+    DocPath(name): DocPath,
+) -> Result<Json<DocDetails>, AppError> {
+    let info: DocInfo = app
+        .registry
+        .with_doc(&name, false, |h| async move {
+            h.request(|reply| DocCommand::Info { reply }).await
+        })
+        .await?;
+    Ok(Json(DocDetails {
+        name: name.to_string(),
+        bytes: info.bytes,
+        updated_at: rfc3339(info.updated_at_ms),
+        clients: info.clients,
+        state_vector: base64::engine::general_purpose::STANDARD.encode(info.state_vector),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SnapshotQuery {
+    format: Option<String>,
+    root: Option<String>,
+    state_vector: Option<String>,
+}
+
+/// Standard base64, or URL-safe; padding optional.
+pub fn decode_base64(input: &str) -> Result<Vec<u8>, AppError> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let trimmed = input.trim().trim_end_matches('=');
+    STANDARD_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
+        .map_err(|e| AppError::BadRequest(format!("state_vector is not base64: {e}")))
+}
+
+impl SnapshotQuery {
+    fn into_request(self) -> Result<SnapshotRequest, AppError> {
+        let format = match self.format.as_deref().unwrap_or("yjs") {
+            "yjs" => SnapshotFormat::Yjs,
+            "yjs-v2" => SnapshotFormat::YjsV2,
+            "json" => SnapshotFormat::Json,
+            "text" => SnapshotFormat::Text {
+                root: self
+                    .root
+                    .ok_or_else(|| AppError::BadRequest("format=text needs root=NAME".into()))?,
+            },
+            other => {
+                return Err(AppError::BadRequest(format!(
+                    "unknown format {other:?}; use yjs, yjs-v2, json or text"
+                )))
+            }
+        };
+        let state_vector = match self.state_vector {
+            None => None,
+            Some(encoded) => {
+                if !matches!(format, SnapshotFormat::Yjs | SnapshotFormat::YjsV2) {
+                    return Err(AppError::BadRequest(
+                        "state_vector applies to the yjs and yjs-v2 formats".into(),
+                    ));
+                }
+                let bytes = decode_base64(&encoded)?;
+                Some(
+                    crdt_core::state_vector::decode_state_vector(&bytes)
+                        .map_err(|e| AppError::BadRequest(format!("invalid state_vector: {e}")))?,
+                )
+            }
+        };
+        Ok(SnapshotRequest {
+            format,
+            state_vector,
+        })
+    }
+}
+
+/// `GET /api/docs/{doc}/snapshot`.
+pub async fn snapshot(
+    State(app): State<AppState>,
+    DocPath(name): DocPath,
+    Query(q): Query<SnapshotQuery>,
+) -> Result<Response, AppError> {
+    let request = q.into_request()?;
+    let body = app
+        .registry
+        .with_doc(&name, false, |h| {
+            let request = request.clone();
+            async move {
+                h.request(|reply| DocCommand::Snapshot { request, reply })
+                    .await
+            }
+        })
+        .await?;
+    Ok(match body {
+        SnapshotBody::Binary(bytes) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        SnapshotBody::Json(value) => Json(value).into_response(),
+        SnapshotBody::Text(text) => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+        }
+        SnapshotBody::NoSuchRoot(root) => {
+            return Err(AppError::NotFound(format!(
+                "document has no root named {root:?}"
+            )))
+        }
+    })
+}
+
+/// `POST /api/docs/{doc}/updates`: a v1 update, applied, persisted, relayed.
+pub async fn post_update(
+    State(app): State<AppState>,
+    DocPath(name): DocPath,
+    body: Bytes,
+) -> Result<StatusCode, AppError> {
+    // Decode before anything is created, so garbage creates no document.
+    crdt_core::decode_update_v1(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    app.registry
+        .with_doc(&name, true, |h| {
+            let update = body.clone();
+            async move {
+                h.request(|reply| DocCommand::ApplyUpdate { update, reply })
+                    .await
+            }
+        })
+        .await?
+        .map_err(|e| AppError::BadRequest(e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/docs/{doc}`: closes its connections (4404) and removes it.
+pub async fn delete(
+    State(app): State<AppState>,
+    DocPath(name): DocPath,
+) -> Result<StatusCode, AppError> {
+    if app.registry.delete(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound("document not found".into()))
+    }
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: ready while storage works and the server is not draining.
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
+    if app.shutdown.is_cancelled() {
+        return Err(AppError::Unavailable("shutting down".into()));
+    }
+    if !app.store.is_healthy() {
+        return Err(AppError::Unavailable("storage is failing".into()));
+    }
+    Ok(Json(
+        serde_json::json!({ "status": "ready", "node_id": &*app.node_id }),
+    ))
+}

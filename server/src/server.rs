@@ -1,0 +1,121 @@
+//! Wiring: storage, registry, router, listener, and the one shutdown path.
+
+use crate::config::Config;
+use crate::doc::{Registry, RegistryOptions};
+use crate::state::AppState;
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::{rest, web, ws};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_message_bytes;
+    Router::new()
+        .route("/", get(web::index))
+        .route("/d/{*doc}", get(web::index))
+        .route("/ws", get(ws::empty_name))
+        .route("/ws/", get(ws::empty_name))
+        .route("/ws/{*doc}", get(ws::upgrade))
+        .route("/api/docs", get(rest::list))
+        .route("/api/docs/{doc}", get(rest::info).delete(rest::delete))
+        .route("/api/docs/{doc}/snapshot", get(rest::snapshot))
+        .route(
+            "/api/docs/{doc}/updates",
+            axum::routing::post(rest::post_update),
+        )
+        .route("/healthz", get(rest::healthz))
+        .route("/readyz", get(rest::readyz))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` is cancelled, then closes every socket with 1001,
+/// compacts and flushes every document, and returns.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let path = config.data_dir.clone();
+    let options = StoreOptions {
+        cache_bytes: config.sled_cache_bytes,
+        flush_interval: config.flush_interval(),
+    };
+    let (store, store_thread) = tokio::task::spawn_blocking(move || Store::open(&path, options))
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("storage open panicked: {e}")))??;
+    let node_id: Arc<str> = store
+        .node_id(format!("node-{:016x}", rand::random::<u64>()))
+        .await?
+        .into();
+
+    let tracker = TaskTracker::new();
+    let registry = Registry::new(
+        store.clone(),
+        RegistryOptions {
+            flush_interval: config.flush_interval(),
+            idle_unload: config.idle_unload(),
+            compact_log_bytes: config.compact_log_bytes,
+        },
+        tracker.clone(),
+        shutdown.clone(),
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        connections: Arc::new(Semaphore::new(config.max_connections)),
+        config: Arc::new(config),
+        registry,
+        store: store.clone(),
+        next_conn_id: Arc::new(AtomicU64::new(1)),
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+        node_id: node_id.clone(),
+    };
+    tracing::info!(%addr, node_id = %node_id, data_dir = %state.config.data_dir.display(), "quire listening on http://{addr}");
+
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+
+    tracing::info!("draining: closing sockets and flushing documents");
+    tracker.close();
+    tracker.wait().await;
+    if let Err(e) = store.shutdown().await {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! What every handler shares.
+
+use crate::config::Config;
+use crate::doc::Registry;
+use crate::store::Store;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub registry: Registry,
+    pub store: Store,
+    /// One permit per open WebSocket; upgrades past `--max-connections` get 503.
+    pub connections: Arc<Semaphore>,
+    pub next_conn_id: Arc<AtomicU64>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    pub node_id: Arc<str>,
+}

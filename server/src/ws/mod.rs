@@ -1,0 +1,76 @@
+//! `/ws/{doc}`: the y-websocket protocol.
+//!
+//! Everything that can be refused is refused before the upgrade, as an HTTP
+//! status: the name (400), the origin (403), capacity (503).
+
+mod connection;
+
+use crate::error::AppError;
+use crate::names::DocName;
+use crate::state::AppState;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use std::sync::atomic::Ordering;
+
+/// Small socket buffers: most frames are keystrokes, and memory per idle
+/// connection is what limits how many a node holds.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 4 * 1024;
+
+pub async fn upgrade(
+    State(app): State<AppState>,
+    Path(raw_name): Path<String>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    let name = DocName::parse(&raw_name)?;
+    check_origin(&app, &headers)?;
+    if app.shutdown.is_cancelled() {
+        return Err(AppError::Unavailable("server is shutting down".into()));
+    }
+    let permit = app
+        .connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Unavailable("too many connections".into()))?;
+    let handle = app.registry.open(&name, true).await?;
+    let id = app.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let max = app.config.max_message_bytes;
+    let tracker = app.tracker.clone();
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + max)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                connection::run(socket, app, name, handle, id).await;
+                drop(permit);
+            })
+        }))
+}
+
+/// The empty name, `/ws` and `/ws/`.
+pub async fn empty_name() -> AppError {
+    AppError::BadName(crate::names::NameError::Empty)
+}
+
+fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(allowed) = &app.config.allowed_origins else {
+        return Ok(());
+    };
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if allowed.iter().any(|a| a == origin) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "origin {origin:?} is not allowed"
+        )))
+    }
+}
