@@ -6,7 +6,7 @@ use crate::document::{Document, DocumentError};
 /// Applying the result to an empty document gives the same state vector as
 /// applying the snapshot and every logged update in order.
 pub fn compact<'a>(
-    snapshot: Option<&[u8]>,
+    snapshot: Option<&'a [u8]>,
     log: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Vec<u8>, DocumentError> {
     Ok(Document::load(snapshot, log)?.encode_state_v1())

@@ -58,29 +58,33 @@ impl Document {
 
     /// Rebuilds a document from a snapshot and the updates logged after it.
     pub fn load<'a>(
-        snapshot: Option<&[u8]>,
+        snapshot: Option<&'a [u8]>,
         log: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Self, DocumentError> {
         let mut doc = Document::new();
-        if let Some(snapshot) = snapshot {
-            doc.apply_update_v1(snapshot)?;
-        }
-        for update in log {
+        for update in snapshot.into_iter().chain(log) {
             doc.apply_update_v1(update)?;
         }
         Ok(doc)
     }
 
-    /// Applies a v1 update from an untrusted source.
-    pub fn apply_update_v1(&mut self, bytes: &[u8]) -> Result<(), DocumentError> {
+    /// Applies a v1 update from an untrusted source. Returns whether it
+    /// changed anything: an update the document already holds (a
+    /// reconnecting client's step 2 repeats the whole delete set) is not
+    /// worth logging or relaying. Updates kept pending for missing
+    /// dependencies count as changes, since they must be kept.
+    pub fn apply_update_v1(&mut self, bytes: &[u8]) -> Result<bool, DocumentError> {
         let update = decode_update_v1(bytes)?;
         let doc = &self.doc;
         let applied = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
-            txn.apply_update(update)
+            txn.apply_update(update)?;
+            Ok::<bool, yrs::error::UpdateError>(!txn.insert_set().is_empty()
+                || !txn.delete_set().is_empty()
+                || txn.has_missing_updates())
         }));
         match applied {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(changed)) => Ok(changed),
             Ok(Err(e)) => Err(DocumentError::Apply(e.to_string())),
             Err(_) => Err(DocumentError::Poisoned),
         }
@@ -178,6 +182,50 @@ mod tests {
             assert_eq!(doc.encode_state_v1(), before, "after {bad:?}");
         }
         assert_eq!(doc.root_text("t").as_deref(), Some("hello"));
+    }
+
+    #[test]
+    fn applying_what_is_already_there_is_no_change() {
+        let mut doc = Document::new();
+        let update = typed("abc");
+        assert_eq!(doc.apply_update_v1(&update), Ok(true));
+        assert_eq!(doc.apply_update_v1(&update), Ok(false));
+        assert_eq!(doc.apply_update_v1(&doc.encode_state_v1()), Ok(false));
+
+        let client = Doc::new();
+        client
+            .transact_mut()
+            .apply_update(Update::decode_v1(&update).expect("decodes"))
+            .expect("applies");
+        let text = client.get_or_insert_text("t");
+        let deletion = {
+            let mut txn = client.transact_mut();
+            text.remove_range(&mut txn, 0, 1);
+            txn.encode_update_v1()
+        };
+        assert_eq!(doc.apply_update_v1(&deletion), Ok(true));
+        assert_eq!(doc.apply_update_v1(&deletion), Ok(false));
+        assert_eq!(doc.root_text("t").as_deref(), Some("bc"));
+    }
+
+    #[test]
+    fn updates_with_missing_dependencies_are_kept() {
+        let client = Doc::new();
+        let text = client.get_or_insert_text("t");
+        let first = {
+            let mut txn = client.transact_mut();
+            text.insert(&mut txn, 0, "a");
+            txn.encode_update_v1()
+        };
+        let second = {
+            let mut txn = client.transact_mut();
+            text.insert(&mut txn, 1, "b");
+            txn.encode_update_v1()
+        };
+        let mut doc = Document::new();
+        assert_eq!(doc.apply_update_v1(&second), Ok(true), "pending is a change");
+        assert_eq!(doc.apply_update_v1(&first), Ok(true));
+        assert_eq!(doc.root_text("t").as_deref(), Some("ab"));
     }
 
     #[test]

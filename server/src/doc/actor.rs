@@ -21,10 +21,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// `Y.encodeStateAsUpdate` of a document with nothing in it: what Yjs
-/// clients send as sync step 2 when they have nothing the server lacks.
-const EMPTY_UPDATE: &[u8] = &[0, 0];
-
 struct Link {
     outbound: mpsc::Sender<Bytes>,
     kick: Option<oneshot::Sender<CloseReason>>,
@@ -231,17 +227,19 @@ impl DocActor {
     }
 
     /// Applies an untrusted update, logs it, relays it to every connection
-    /// but its origin. Nothing is logged or relayed unless it applied.
+    /// but its origin. Nothing is logged or relayed unless it applied and
+    /// changed the document.
     async fn apply(&mut self, update: Bytes, origin: Option<ConnId>) -> Result<(), DocumentError> {
-        if update.as_ref() == EMPTY_UPDATE {
-            return Ok(());
-        }
-        if let Err(e) = self.doc.apply_update_v1(&update) {
-            tracing::warn!(error = %e, conn = origin, "rejected update");
-            if e == DocumentError::Poisoned {
-                self.reload().await;
+        match self.doc.apply_update_v1(&update) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, conn = origin, "rejected update");
+                if e == DocumentError::Poisoned {
+                    self.reload().await;
+                }
+                return Err(e);
             }
-            return Err(e);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
