@@ -14,6 +14,12 @@ pub const DEFAULT_IDLE_UNLOAD_SECS: u64 = 30;
 pub const DEFAULT_SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_COMPACT_LOG_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_DOC_BYTES: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_RATE_MESSAGES_PER_SEC: u64 = 200;
+pub const DEFAULT_RATE_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_RATE_BURST_SECS: u64 = 10;
+pub const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
 
 #[derive(Debug, Parser)]
 #[command(name = "quire", version, about = "Collaborative Yjs document server")]
@@ -87,11 +93,51 @@ pub struct Config {
     /// disconnected (it resyncs on reconnect).
     #[arg(long, env = "QUIRE_OUTBOUND_QUEUE", default_value_t = DEFAULT_OUTBOUND_QUEUE)]
     pub outbound_queue: usize,
+
+    /// Bytes queued for one client before it counts as too slow.
+    #[arg(long, env = "QUIRE_MAX_OUTBOUND_BYTES", default_value_t = DEFAULT_MAX_OUTBOUND_BYTES)]
+    pub max_outbound_bytes: usize,
+
+    /// HS256 secret for access tokens; unset means open mode (anyone reads
+    /// and writes every document; a warning is logged).
+    #[arg(long, env = "QUIRE_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// Bearer token for admin REST calls (DELETE, POST /api/tokens).
+    #[arg(long, env = "QUIRE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// An update that would grow a document's stored size past this is
+    /// refused and the document left unchanged.
+    #[arg(long, env = "QUIRE_MAX_DOC_BYTES", default_value_t = DEFAULT_MAX_DOC_BYTES)]
+    pub max_doc_bytes: u64,
+
+    /// Sustained WebSocket messages per second one connection may send.
+    #[arg(long, env = "QUIRE_RATE_MESSAGES_PER_SEC", default_value_t = DEFAULT_RATE_MESSAGES_PER_SEC)]
+    pub rate_messages_per_sec: u64,
+
+    /// Sustained bytes per second one connection may send.
+    #[arg(long, env = "QUIRE_RATE_BYTES_PER_SEC", default_value_t = DEFAULT_RATE_BYTES_PER_SEC)]
+    pub rate_bytes_per_sec: u64,
+
+    /// Seconds of the sustained rates a connection may send in one burst;
+    /// past that it is closed with 1008.
+    #[arg(long, env = "QUIRE_RATE_BURST_SECS", default_value_t = DEFAULT_RATE_BURST_SECS)]
+    pub rate_burst_secs: u64,
+
+    /// The server pings every connection this often; one that sends nothing
+    /// (not even a pong) for two intervals is dropped.
+    #[arg(long, env = "QUIRE_PING_INTERVAL_SECS", default_value_t = DEFAULT_PING_INTERVAL_SECS)]
+    pub ping_interval_secs: u64,
 }
 
 impl Config {
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs.max(1))
     }
 
     pub fn idle_unload(&self) -> Duration {

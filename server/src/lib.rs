@@ -5,9 +5,12 @@
 //! (y-websocket endpoint), [`rest`] (REST API), [`doc`] (registry and
 //! document actors), [`store`] (sled), [`names`] (document names).
 
+pub mod auth;
 pub mod config;
 pub mod doc;
 pub mod error;
+pub mod limits;
+pub mod metrics;
 pub mod names;
 pub mod rest;
 pub mod server;

@@ -14,7 +14,6 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    tracing::warn!("no --auth-secret: open mode, anyone can read and write every document");
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

@@ -1,6 +1,7 @@
 //! REST handlers: extract, ask the registry or the document's actor, map to
 //! a response. Errors go through [`AppError`].
 
+use crate::auth::{Access, Claims, Scope};
 use crate::doc::{DocCommand, DocInfo, SnapshotBody, SnapshotFormat, SnapshotRequest};
 use crate::error::AppError;
 use crate::names::DocName;
@@ -34,6 +35,18 @@ impl<S: Send + Sync> FromRequestParts<S> for DocPath {
     }
 }
 
+/// The caller's access, from `Authorization: Bearer` or `?token=`.
+pub struct Auth(pub Access);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, AppError> {
+        let token = crate::auth::token_from(&parts.headers, parts.uri.query());
+        Ok(Auth(app.auth.authenticate(token.as_deref())?))
+    }
+}
+
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
@@ -64,6 +77,7 @@ pub struct DocList {
 /// `GET /api/docs`: stored documents and loaded ones not stored yet, by name.
 pub async fn list(
     State(app): State<AppState>,
+    Auth(access): Auth,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<DocList>, AppError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
@@ -73,6 +87,11 @@ pub async fn list(
         )));
     }
     let prefix = q.prefix.unwrap_or_default();
+    if !access.may_list_prefix(&prefix) {
+        return Err(AppError::Forbidden(format!(
+            "token grants no document under {prefix:?}"
+        )));
+    }
     let stored = app
         .store
         .list(prefix.clone(), q.cursor.clone(), limit + 1)
@@ -106,6 +125,7 @@ pub async fn list(
             },
         );
     }
+    merged.retain(|name, _| access.may_list(name));
     let more = merged.len() > limit;
     let docs: Vec<DocSummary> = merged.into_values().take(limit).collect();
     let next_cursor = if more {
@@ -204,9 +224,11 @@ impl SnapshotQuery {
 /// `GET /api/docs/{doc}/snapshot`.
 pub async fn snapshot(
     State(app): State<AppState>,
+    Auth(access): Auth,
     DocPath(name): DocPath,
     Query(q): Query<SnapshotQuery>,
 ) -> Result<Response, AppError> {
+    access.require_read(&name)?;
     let request = q.into_request()?;
     let body = app
         .registry
@@ -237,9 +259,11 @@ pub async fn snapshot(
 /// `POST /api/docs/{doc}/updates`: a v1 update, applied, persisted, relayed.
 pub async fn post_update(
     State(app): State<AppState>,
+    Auth(access): Auth,
     DocPath(name): DocPath,
     body: Bytes,
 ) -> Result<StatusCode, AppError> {
+    access.require_write(&name)?;
     // Decode before anything is created, so garbage creates no document.
     crdt_core::decode_update_v1(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
     app.registry
@@ -251,7 +275,10 @@ pub async fn post_update(
             }
         })
         .await?
-        .map_err(|e| AppError::BadRequest(e.to_string()))?;
+        .map_err(|e| match e {
+            crate::doc::ApplyError::TooLarge { .. } => AppError::PayloadTooLarge(e.to_string()),
+            crate::doc::ApplyError::Document(_) => AppError::BadRequest(e.to_string()),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -265,6 +292,49 @@ pub async fn delete(
     } else {
         Err(AppError::NotFound("document not found".into()))
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MintRequest {
+    docs: Vec<String>,
+    scope: Scope,
+    ttl_secs: u64,
+    sub: String,
+}
+
+/// `POST /api/tokens` (admin): mints an access token.
+pub async fn mint_token(
+    State(app): State<AppState>,
+    Auth(access): Auth,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, AppError> {
+    app.auth.require_admin(&access)?;
+    let request: MintRequest = serde_json::from_slice(&body)
+        .map_err(|e| AppError::BadRequest(format!("invalid token request: {e}")))?;
+    if request.docs.is_empty() {
+        return Err(AppError::BadRequest(
+            "docs must name at least one document or prefix".into(),
+        ));
+    }
+    let claims = Claims {
+        sub: request.sub,
+        docs: request.docs,
+        scope: request.scope,
+        exp: crate::auth::now_secs().saturating_add(request.ttl_secs),
+    };
+    let token = app.auth.mint(&claims)?;
+    Ok(Json(serde_json::json!({ "token": token })))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
 }
 
 pub async fn healthz() -> &'static str {

@@ -1,5 +1,6 @@
 //! Wiring: storage, registry, router, listener, and the one shutdown path.
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::doc::{Registry, RegistryOptions};
 use crate::state::AppState;
@@ -51,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(rest::healthz))
         .route("/readyz", get(rest::readyz))
+        .route("/metrics", get(rest::metrics))
+        .route("/api/tokens", axum::routing::post(rest::mint_token))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -58,6 +61,7 @@ pub fn router(state: AppState) -> Router {
 /// Serves until `shutdown` is cancelled, then closes every socket with 1001,
 /// compacts and flushes every document, and returns.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    crate::metrics::init();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -82,6 +86,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
             flush_interval: config.flush_interval(),
             idle_unload: config.idle_unload(),
             compact_log_bytes: config.compact_log_bytes,
+            max_doc_bytes: config.max_doc_bytes,
+            max_outbound_bytes: config.max_outbound_bytes,
         },
         tracker.clone(),
         shutdown.clone(),
@@ -93,7 +99,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
             source,
         })?;
     let addr = listener.local_addr()?;
+    let auth = Authenticator::new(config.auth_secret.as_deref(), config.admin_token.as_deref());
+    if auth.is_open() {
+        tracing::warn!("no --auth-secret: open mode, anyone can read and write every document");
+    }
     let state = AppState {
+        auth,
         connections: Arc::new(Semaphore::new(config.max_connections)),
         config: Arc::new(config),
         registry,

@@ -1,5 +1,6 @@
 //! What every handler shares.
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::doc::Registry;
 use crate::store::Store;
@@ -20,4 +21,5 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub node_id: Arc<str>,
+    pub auth: Authenticator,
 }

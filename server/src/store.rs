@@ -367,7 +367,7 @@ impl Worker {
             self.healthy.store(true, Ordering::Relaxed);
         }
         let result = self.record(result);
-        tracing::trace!(elapsed_us = started.elapsed().as_micros() as u64, "flushed");
+        crate::metrics::flushed(started.elapsed());
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(if ok {
                 Ok(())

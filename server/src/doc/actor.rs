@@ -3,9 +3,11 @@
 //! **Invariant:** only this task touches the document's `Doc` and awareness;
 //! nothing here holds a yrs transaction across an `.await`.
 
+use super::command::ApplyError;
 use super::command::{
     CloseReason, ConnId, DocCommand, DocInfo, SnapshotBody, SnapshotFormat, SnapshotRequest,
 };
+use super::outbound::{Outbound, QueueError};
 use super::registry::{DocStats, Registry};
 use crate::names::DocName;
 use crate::store::{DocMeta, Store};
@@ -22,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 struct Link {
-    outbound: mpsc::Sender<Bytes>,
+    outbound: Outbound,
     kick: Option<oneshot::Sender<CloseReason>>,
     /// Awareness client ids this connection introduced; removed when it leaves.
     awareness_clients: HashSet<u64>,
@@ -32,6 +34,8 @@ pub(super) struct ActorSettings {
     pub flush_interval: Duration,
     pub idle_unload: Duration,
     pub compact_log_bytes: u64,
+    pub max_doc_bytes: u64,
+    pub max_outbound_bytes: usize,
 }
 
 pub(super) struct DocActor {
@@ -176,10 +180,15 @@ impl DocActor {
             }
             DocCommand::Update { id, update } => {
                 if let Err(e) = self.apply(update, Some(id)).await {
-                    self.kick(
-                        id,
-                        CloseReason::new(CloseReason::INVALID_PAYLOAD, e.to_string()),
-                    );
+                    let code = match e {
+                        ApplyError::TooLarge { .. } => CloseReason::TOO_BIG,
+                        ApplyError::Document(_) => CloseReason::INVALID_PAYLOAD,
+                    };
+                    crate::metrics::rejected_frame(match e {
+                        ApplyError::TooLarge { .. } => "doc_too_large",
+                        ApplyError::Document(_) => "bad_update",
+                    });
+                    self.kick(id, CloseReason::new(code, e.to_string()));
                 }
             }
             DocCommand::Awareness { id, update } => self.apply_awareness(id, update),
@@ -229,16 +238,23 @@ impl DocActor {
     /// Applies an untrusted update, logs it, relays it to every connection
     /// but its origin. Nothing is logged or relayed unless it applied and
     /// changed the document.
-    async fn apply(&mut self, update: Bytes, origin: Option<ConnId>) -> Result<(), DocumentError> {
+    async fn apply(&mut self, update: Bytes, origin: Option<ConnId>) -> Result<(), ApplyError> {
+        let stored_bytes = self.snapshot_bytes + self.log_bytes;
+        if stored_bytes.saturating_add(update.len() as u64) > self.settings.max_doc_bytes {
+            return Err(ApplyError::TooLarge {
+                limit: self.settings.max_doc_bytes,
+            });
+        }
+        let started = std::time::Instant::now();
         match self.doc.apply_update_v1(&update) {
-            Ok(true) => {}
+            Ok(true) => crate::metrics::update_applied(started.elapsed()),
             Ok(false) => return Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, conn = origin, "rejected update");
                 if e == DocumentError::Poisoned {
                     self.reload().await;
                 }
-                return Err(e);
+                return Err(ApplyError::Document(e));
             }
         }
         let seq = self.next_seq;
@@ -356,13 +372,16 @@ impl DocActor {
         let Some(link) = self.conns.get(&id) else {
             return;
         };
-        match link.outbound.try_send(frame) {
+        match link
+            .outbound
+            .try_send(frame, self.settings.max_outbound_bytes)
+        {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.kick(
+            Err(QueueError::Full) => self.kick(
                 id,
                 CloseReason::new(CloseReason::POLICY, "client too slow; reconnect to resync"),
             ),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_conn(id),
+            Err(QueueError::Closed) => self.remove_conn(id),
         }
     }
 
@@ -374,10 +393,13 @@ impl DocActor {
             if Some(*id) == except {
                 continue;
             }
-            match link.outbound.try_send(frame.clone()) {
+            match link
+                .outbound
+                .try_send(frame.clone(), self.settings.max_outbound_bytes)
+            {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
-                Err(mpsc::error::TrySendError::Closed(_)) => closed.push(*id),
+                Err(QueueError::Full) => slow.push(*id),
+                Err(QueueError::Closed) => closed.push(*id),
             }
         }
         for id in slow {

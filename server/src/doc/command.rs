@@ -1,9 +1,10 @@
 //! The closed set of requests a document actor serves.
 
+use super::outbound::Outbound;
 use bytes::Bytes;
 use crdt_core::yrs::StateVector;
 use crdt_core::AwarenessUpdate;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub type ConnId = u64;
 
@@ -23,6 +24,17 @@ impl CloseReason {
     pub const INTERNAL: u16 = 1011;
     pub const DELETED: u16 = 4404;
 
+    /// A stable label for the rejected-frames metric.
+    pub fn label(&self) -> &'static str {
+        match self.code {
+            Self::INVALID_PAYLOAD => "invalid_payload",
+            Self::UNSUPPORTED => "unsupported",
+            Self::POLICY => "policy",
+            Self::TOO_BIG => "too_big",
+            _ => "other",
+        }
+    }
+
     /// Close reasons are limited to 123 bytes by RFC 6455.
     pub fn new(code: u16, reason: impl Into<String>) -> Self {
         let mut reason = reason.into();
@@ -36,6 +48,15 @@ impl CloseReason {
         }
         CloseReason { code, reason }
     }
+}
+
+/// Why an update was refused; the document is unchanged either way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Document(#[from] crdt_core::DocumentError),
+    #[error("update would grow the document past --max-doc-bytes ({limit} bytes)")]
+    TooLarge { limit: u64 },
 }
 
 /// The actor has stopped (unloaded or deleted); open the document again.
@@ -77,7 +98,7 @@ pub enum DocCommand {
     Connect {
         id: ConnId,
         /// Frames for this client; full means the client is too slow.
-        outbound: mpsc::Sender<Bytes>,
+        outbound: Outbound,
         /// Fired when the actor closes the connection.
         kick: oneshot::Sender<CloseReason>,
         reply: oneshot::Sender<()>,
@@ -111,7 +132,7 @@ pub enum DocCommand {
     /// An update from REST: applied, persisted and relayed to every client.
     ApplyUpdate {
         update: Bytes,
-        reply: oneshot::Sender<Result<(), crdt_core::DocumentError>>,
+        reply: oneshot::Sender<Result<(), ApplyError>>,
     },
     Delete {
         reply: oneshot::Sender<()>,

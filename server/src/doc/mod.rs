@@ -2,9 +2,12 @@
 
 mod actor;
 mod command;
+mod outbound;
 mod registry;
 
 pub use command::{
-    CloseReason, ConnId, DocCommand, DocInfo, Gone, SnapshotBody, SnapshotFormat, SnapshotRequest,
+    ApplyError, CloseReason, ConnId, DocCommand, DocInfo, Gone, SnapshotBody, SnapshotFormat,
+    SnapshotRequest,
 };
+pub use outbound::{Outbound, OutboundReceiver, QueueError};
 pub use registry::{DocHandle, OpenError, Registry, RegistryOptions};

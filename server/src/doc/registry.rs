@@ -67,6 +67,8 @@ pub struct RegistryOptions {
     pub flush_interval: Duration,
     pub idle_unload: Duration,
     pub compact_log_bytes: u64,
+    pub max_doc_bytes: u64,
+    pub max_outbound_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -98,6 +100,8 @@ impl Registry {
                     flush_interval: options.flush_interval,
                     idle_unload: options.idle_unload,
                     compact_log_bytes: options.compact_log_bytes,
+                    max_doc_bytes: options.max_doc_bytes,
+                    max_outbound_bytes: options.max_outbound_bytes,
                 }),
                 tracker,
                 shutdown,
@@ -185,7 +189,11 @@ impl Registry {
             self.inner.settings.clone(),
             self.inner.shutdown.clone(),
         );
-        self.inner.tracker.spawn(actor.run(rx));
+        crate::metrics::document_loaded();
+        self.inner.tracker.spawn(async move {
+            actor.run(rx).await;
+            crate::metrics::document_unloaded();
+        });
         Ok(handle)
     }
 

@@ -1,45 +1,83 @@
 //! One WebSocket connection: a reader loop that decodes frames and hands
 //! them to the document actor, and a writer task that drains the bounded
-//! outbound queue. When either ends, the other is stopped.
+//! outbound queue and pings. When either ends, the other is stopped.
 
-use crate::doc::{CloseReason, ConnId, DocCommand, DocHandle};
+use super::Peer;
+use crate::doc::{CloseReason, ConnId, DocCommand, DocHandle, Outbound, OutboundReceiver};
+use crate::limits::{ConnectionLimits, RateExceeded};
 use crate::names::DocName;
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
+use crdt_core::protocol::encode_auth_denied;
 use crdt_core::{AwarenessUpdate, Message};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub async fn run(socket: WebSocket, app: AppState, name: DocName, handle: DocHandle, id: ConnId) {
-    let span = tracing::info_span!("conn", conn = id, doc = %name);
+pub async fn run(
+    socket: WebSocket,
+    app: AppState,
+    name: DocName,
+    handle: DocHandle,
+    id: ConnId,
+    peer: Peer,
+) {
+    let span = tracing::info_span!("conn", conn = id, doc = %name, sub = %peer.subject);
     async move {
-        let (outbound, outbound_rx) = mpsc::channel(app.config.outbound_queue);
-        let Some((handle, kick_rx)) = join(&app, &name, handle, id, outbound).await else {
+        let (outbound, outbound_rx) = Outbound::channel(app.config.outbound_queue);
+        let Some((handle, kick_rx)) = join(&app, &name, handle, id, outbound.clone()).await else {
             return;
         };
-        tracing::debug!("connected");
+        tracing::debug!(read_only = !peer.can_write, "connected");
+        crate::metrics::connection_opened();
         let (sink, stream) = socket.split();
         let (close_tx, close_rx) = mpsc::channel(1);
         let done = app.shutdown.child_token();
+        let started = Instant::now();
+        let last_seen = Arc::new(AtomicU64::new(0));
         let writer = app.tracker.spawn(
-            write_loop(
+            Writer {
                 sink,
-                outbound_rx,
-                kick_rx,
-                close_rx,
-                app.shutdown.clone(),
-                done.clone(),
-            )
+                outbound: outbound_rx,
+                kick: kick_rx,
+                close: close_rx,
+                shutdown: app.shutdown.clone(),
+                done: done.clone(),
+                ping_interval: app.config.ping_interval(),
+                started,
+                last_seen: last_seen.clone(),
+            }
+            .run()
             .in_current_span(),
         );
-        read_loop(stream, &handle, id, &close_tx, &done).await;
+        let reader = Reader {
+            handle: &handle,
+            id,
+            peer: &peer,
+            outbound: &outbound,
+            close: &close_tx,
+            done: &done,
+            limits: ConnectionLimits::new(
+                app.config.rate_messages_per_sec,
+                app.config.rate_bytes_per_sec,
+                Duration::from_secs(app.config.rate_burst_secs),
+                app.config.max_message_bytes,
+            ),
+            started,
+            last_seen: &last_seen,
+        };
+        reader.run(stream).await;
         let _ = handle.send(DocCommand::Disconnect { id }).await;
         done.cancel();
         let _ = writer.await;
+        crate::metrics::connection_closed();
         tracing::debug!("disconnected");
     }
     .instrument(span)
@@ -53,7 +91,7 @@ async fn join(
     name: &DocName,
     mut handle: DocHandle,
     id: ConnId,
-    outbound: mpsc::Sender<Bytes>,
+    outbound: Outbound,
 ) -> Option<(DocHandle, oneshot::Receiver<CloseReason>)> {
     for _ in 0..3 {
         let (kick, kick_rx) = oneshot::channel();
@@ -80,95 +118,143 @@ async fn join(
     None
 }
 
-async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
-    handle: &DocHandle,
+struct Reader<'a> {
+    handle: &'a DocHandle,
     id: ConnId,
-    close: &mpsc::Sender<CloseReason>,
-    done: &CancellationToken,
-) {
-    loop {
-        let next = tokio::select! {
-            next = stream.next() => next,
-            _ = done.cancelled() => return,
-        };
-        let frame = match next {
-            Some(Ok(WsMessage::Binary(frame))) => frame,
-            Some(Ok(WsMessage::Text(_))) => {
-                let _ = close
-                    .send(CloseReason::new(
-                        CloseReason::UNSUPPORTED,
-                        "text frames are not supported; send binary y-websocket messages",
-                    ))
-                    .await;
-                return;
-            }
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
-            Some(Ok(WsMessage::Close(_))) | None => return,
-            Some(Err(e)) => {
-                if let Some(reason) = too_big(&e) {
-                    let _ = close.send(reason).await;
-                } else {
-                    tracing::debug!(error = %e, "read failed");
+    peer: &'a Peer,
+    outbound: &'a Outbound,
+    close: &'a mpsc::Sender<CloseReason>,
+    done: &'a CancellationToken,
+    limits: ConnectionLimits,
+    started: Instant,
+    last_seen: &'a AtomicU64,
+}
+
+impl Reader<'_> {
+    async fn run(mut self, mut stream: SplitStream<WebSocket>) {
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = self.done.cancelled() => return,
+            };
+            self.last_seen
+                .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let frame = match next {
+                Some(Ok(WsMessage::Binary(frame))) => {
+                    crate::metrics::frame_received(frame.len());
+                    frame
                 }
-                return;
-            }
-        };
-        match to_command(id, &frame) {
-            Ok(Some(command)) => {
-                if handle.send(command).await.is_err() {
+                Some(Ok(WsMessage::Text(_))) => {
+                    return self
+                        .refuse(CloseReason::new(
+                            CloseReason::UNSUPPORTED,
+                            "text frames are not supported; send binary y-websocket messages",
+                        ))
+                        .await;
+                }
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                Some(Ok(WsMessage::Close(_))) | None => return,
+                Some(Err(e)) => {
+                    match too_big(&e) {
+                        Some(reason) => self.refuse(reason).await,
+                        None => tracing::debug!(error = %e, "read failed"),
+                    }
                     return;
                 }
+            };
+            if let Err(exceeded) = self.limits.admit(frame.len()) {
+                let what = match exceeded {
+                    RateExceeded::Messages => "messages",
+                    RateExceeded::Bytes => "bytes",
+                };
+                return self
+                    .refuse(CloseReason::new(
+                        CloseReason::POLICY,
+                        format!("rate limit exceeded ({what} per second)"),
+                    ))
+                    .await;
             }
-            Ok(None) => {}
-            Err(reason) => {
-                tracing::info!(code = reason.code, reason = %reason.reason, "rejected frame");
-                let _ = close.send(reason).await;
-                return;
+            match self.to_command(&frame) {
+                Ok(Some(command)) => {
+                    if self.handle.send(command).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(reason) => return self.refuse(reason).await,
             }
         }
     }
-}
 
-/// Decodes one frame into the command for the actor; an error is the close
-/// frame the client gets.
-fn to_command(id: ConnId, frame: &Bytes) -> Result<Option<DocCommand>, CloseReason> {
-    let message = Message::decode(frame).map_err(|e| {
-        let code = if e.is_unsupported() {
-            CloseReason::UNSUPPORTED
-        } else {
-            CloseReason::INVALID_PAYLOAD
-        };
-        CloseReason::new(code, e.to_string())
-    })?;
-    Ok(Some(match message {
-        Message::SyncStep1(state_vector) => DocCommand::SyncStep1 { id, state_vector },
-        Message::SyncStep2(update) | Message::Update(update) => DocCommand::Update {
-            id,
-            update: frame.slice_ref(update),
-        },
-        Message::Awareness(bytes) => {
-            let update = AwarenessUpdate::decode(bytes).map_err(|e| {
-                CloseReason::new(
-                    CloseReason::INVALID_PAYLOAD,
-                    format!("invalid awareness update: {e}"),
-                )
-            })?;
-            DocCommand::Awareness { id, update }
+    async fn refuse(&self, reason: CloseReason) {
+        crate::metrics::rejected_frame(reason.label());
+        tracing::info!(code = reason.code, reason = %reason.reason, "closing connection");
+        let _ = self.close.send(reason).await;
+    }
+
+    /// Decodes one frame into the command for the actor; an error is the
+    /// close frame the client gets.
+    fn to_command(&self, frame: &Bytes) -> Result<Option<DocCommand>, CloseReason> {
+        let id = self.id;
+        let message = Message::decode(frame).map_err(|e| {
+            let code = if e.is_unsupported() {
+                CloseReason::UNSUPPORTED
+            } else {
+                CloseReason::INVALID_PAYLOAD
+            };
+            CloseReason::new(code, e.to_string())
+        })?;
+        Ok(Some(match message {
+            Message::SyncStep1(state_vector) => DocCommand::SyncStep1 { id, state_vector },
+            Message::SyncStep2(update) | Message::Update(update) => {
+                if !self.peer.can_write {
+                    self.deny_write(update);
+                    return Ok(None);
+                }
+                DocCommand::Update {
+                    id,
+                    update: frame.slice_ref(update),
+                }
+            }
+            Message::Awareness(bytes) => {
+                let update = AwarenessUpdate::decode(bytes).map_err(|e| {
+                    CloseReason::new(
+                        CloseReason::INVALID_PAYLOAD,
+                        format!("invalid awareness update: {e}"),
+                    )
+                })?;
+                DocCommand::Awareness { id, update }
+            }
+            Message::QueryAwareness => DocCommand::QueryAwareness { id },
+            Message::AuthDenied(_) => {
+                return Err(CloseReason::new(
+                    CloseReason::UNSUPPORTED,
+                    "auth messages are sent by the server only",
+                ))
+            }
+        }))
+    }
+
+    /// A read-only client sent an update: never applied; the client is told
+    /// with y-websocket's permission-denied message and stays connected.
+    fn deny_write(&self, update: &[u8]) {
+        // What a read-only client with nothing new sends as sync step 2.
+        if update == [0, 0] {
+            return;
         }
-        Message::QueryAwareness => DocCommand::QueryAwareness { id },
-        Message::AuthDenied(_) => {
-            return Err(CloseReason::new(
-                CloseReason::UNSUPPORTED,
-                "auth messages are sent by the server only",
-            ))
-        }
-    }))
+        tracing::debug!("refused update from read-only connection");
+        crate::metrics::rejected_frame("read_only");
+        let denied = Bytes::from(encode_auth_denied(
+            "read-only access: updates are not applied",
+        ));
+        // A full queue means the actor is about to disconnect this client anyway.
+        let _ = self.outbound.try_send_direct(denied);
+    }
 }
 
 fn too_big(e: &axum::Error) -> Option<CloseReason> {
-    let inner = e.source_tungstenite()?;
-    match inner {
+    let source = std::error::Error::source(e)?;
+    match source.downcast_ref::<tungstenite::Error>()? {
         tungstenite::Error::Capacity(c) => {
             Some(CloseReason::new(CloseReason::TOO_BIG, c.to_string()))
         }
@@ -176,62 +262,76 @@ fn too_big(e: &axum::Error) -> Option<CloseReason> {
     }
 }
 
-trait SourceTungstenite {
-    fn source_tungstenite(&self) -> Option<&tungstenite::Error>;
-}
-
-impl SourceTungstenite for axum::Error {
-    fn source_tungstenite(&self) -> Option<&tungstenite::Error> {
-        std::error::Error::source(self).and_then(|s| s.downcast_ref::<tungstenite::Error>())
-    }
-}
-
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, WsMessage>,
-    mut outbound: mpsc::Receiver<Bytes>,
-    mut kick: oneshot::Receiver<CloseReason>,
-    mut close: mpsc::Receiver<CloseReason>,
+struct Writer {
+    sink: SplitSink<WebSocket, WsMessage>,
+    outbound: OutboundReceiver,
+    kick: oneshot::Receiver<CloseReason>,
+    close: mpsc::Receiver<CloseReason>,
     shutdown: CancellationToken,
     done: CancellationToken,
-) {
-    let reason = loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break Some(CloseReason::new(CloseReason::GOING_AWAY, "server shutting down")),
-            kicked = &mut kick => match kicked {
-                Ok(reason) => break Some(reason),
-                // The actor dropped us without a reason: it stopped.
-                Err(_) => break Some(CloseReason::new(CloseReason::GOING_AWAY, "document closed")),
-            },
-            Some(reason) = close.recv() => break Some(reason),
-            frame = outbound.recv() => {
-                let Some(frame) = frame else { break None };
-                if sink.feed(WsMessage::Binary(frame)).await.is_err() {
-                    break None;
+    ping_interval: Duration,
+    started: Instant,
+    last_seen: Arc<AtomicU64>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
+        let reason = loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    break Some(CloseReason::new(CloseReason::GOING_AWAY, "server shutting down"))
                 }
-                // Batch whatever else is queued into one flush.
-                let mut failed = false;
-                while let Ok(frame) = outbound.try_recv() {
-                    if sink.feed(WsMessage::Binary(frame)).await.is_err() {
-                        failed = true;
-                        break;
+                kicked = &mut self.kick => match kicked {
+                    Ok(reason) => break Some(reason),
+                    // The actor dropped us without a reason: it stopped.
+                    Err(_) => break Some(CloseReason::new(CloseReason::GOING_AWAY, "document closed")),
+                },
+                Some(reason) = self.close.recv() => break Some(reason),
+                frame = self.outbound.recv() => {
+                    let Some(frame) = frame else { break None };
+                    if !self.write_batch(frame).await {
+                        break None;
                     }
                 }
-                if failed || sink.flush().await.is_err() {
-                    break None;
+                _ = ping.tick() => {
+                    let silent_ms = (self.started.elapsed().as_millis() as u64)
+                        .saturating_sub(self.last_seen.load(Ordering::Relaxed));
+                    if silent_ms > 2 * self.ping_interval.as_millis() as u64 {
+                        tracing::info!(silent_ms, "peer stopped answering pings");
+                        break Some(CloseReason::new(CloseReason::GOING_AWAY, "ping timeout"));
+                    }
+                    if self.sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                        break None;
+                    }
                 }
+                // The reader ended: the client is gone or already closing.
+                _ = self.done.cancelled() => break None,
             }
-            // The reader ended: the client is gone or already closing.
-            _ = done.cancelled() => break None,
-        }
-    };
-    if let Some(reason) = reason {
-        let frame = CloseFrame {
-            code: reason.code,
-            reason: reason.reason.into(),
         };
-        let _ = sink.send(WsMessage::Close(Some(frame))).await;
+        if let Some(reason) = reason {
+            let frame = CloseFrame {
+                code: reason.code,
+                reason: reason.reason.into(),
+            };
+            let _ = self.sink.send(WsMessage::Close(Some(frame))).await;
+        }
+        let _ = self.sink.close().await;
+        self.done.cancel();
     }
-    let _ = sink.close().await;
-    done.cancel();
+
+    /// Writes `first` and whatever else is queued, with one flush.
+    async fn write_batch(&mut self, first: Bytes) -> bool {
+        let mut next = Some(first);
+        while let Some(frame) = next {
+            crate::metrics::frame_sent(frame.len());
+            if self.sink.feed(WsMessage::Binary(frame)).await.is_err() {
+                return false;
+            }
+            next = self.outbound.try_recv();
+        }
+        self.sink.flush().await.is_ok()
+    }
 }

@@ -5,12 +5,20 @@
 
 mod connection;
 
+/// What the server knows of the client behind a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// False for read-only tokens: their updates are refused, never applied.
+    pub can_write: bool,
+    pub subject: String,
+}
+
 use crate::error::AppError;
 use crate::names::DocName;
 use crate::state::AppState;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, Uri};
 use axum::response::Response;
 use std::sync::atomic::Ordering;
 
@@ -23,10 +31,18 @@ pub async fn upgrade(
     State(app): State<AppState>,
     Path(raw_name): Path<String>,
     headers: HeaderMap,
+    uri: Uri,
     ws: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
     let name = DocName::parse(&raw_name)?;
     check_origin(&app, &headers)?;
+    let token = crate::auth::token_from(&headers, uri.query());
+    let access = app.auth.authenticate(token.as_deref())?;
+    access.require_read(&name)?;
+    let peer = Peer {
+        can_write: access.can_write(&name),
+        subject: access.subject().to_owned(),
+    };
     if app.shutdown.is_cancelled() {
         return Err(AppError::Unavailable("server is shutting down".into()));
     }
@@ -47,7 +63,7 @@ pub async fn upgrade(
         .max_write_buffer_size(WRITE_BUFFER + max)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
-                connection::run(socket, app, name, handle, id).await;
+                connection::run(socket, app, name, handle, id, peer).await;
                 drop(permit);
             })
         }))

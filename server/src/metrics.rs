@@ -1,0 +1,172 @@
+//! Prometheus metrics through the `metrics` facade.
+//!
+//! Hot-path counters are resolved once into handles; gauges that change per
+//! frame (queue depth) are plain atomics copied into the registry at scrape
+//! time, so a broadcast costs no registry lookups.
+
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+struct Handles {
+    prometheus: Option<PrometheusHandle>,
+    frames_received: Counter,
+    bytes_received: Counter,
+    frames_sent: Counter,
+    bytes_sent: Counter,
+    updates_applied: Counter,
+    flush_seconds: Histogram,
+    apply_seconds: Histogram,
+    connections: Gauge,
+    documents_loaded: Gauge,
+    outbound_queued: Gauge,
+    redis_published: Counter,
+    redis_received: Counter,
+    redis_resyncs: Counter,
+}
+
+static HANDLES: OnceLock<Handles> = OnceLock::new();
+static OUTBOUND_QUEUED: AtomicI64 = AtomicI64::new(0);
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
+
+fn handles() -> &'static Handles {
+    HANDLES.get_or_init(|| {
+        let prometheus = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .ok()
+            .and_then(|b| b.install_recorder().ok());
+        describe();
+        Handles {
+            prometheus,
+            frames_received: metrics::counter!("quire_frames_received_total"),
+            bytes_received: metrics::counter!("quire_bytes_received_total"),
+            frames_sent: metrics::counter!("quire_frames_sent_total"),
+            bytes_sent: metrics::counter!("quire_bytes_sent_total"),
+            updates_applied: metrics::counter!("quire_updates_applied_total"),
+            flush_seconds: metrics::histogram!("quire_flush_seconds"),
+            apply_seconds: metrics::histogram!("quire_update_apply_seconds"),
+            connections: metrics::gauge!("quire_connections", "protocol" => "y-websocket"),
+            documents_loaded: metrics::gauge!("quire_documents_loaded"),
+            outbound_queued: metrics::gauge!("quire_broadcast_queue_depth"),
+            redis_published: metrics::counter!("quire_redis_published_total"),
+            redis_received: metrics::counter!("quire_redis_received_total"),
+            redis_resyncs: metrics::counter!("quire_redis_resyncs_total"),
+        }
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("quire_connections", "Open WebSocket connections");
+    describe_gauge!("quire_documents_loaded", "Documents loaded in memory");
+    describe_gauge!(
+        "quire_broadcast_queue_depth",
+        "Frames queued for clients, all connections"
+    );
+    describe_counter!("quire_frames_received_total", "WebSocket frames received");
+    describe_counter!(
+        "quire_bytes_received_total",
+        Unit::Bytes,
+        "WebSocket bytes received"
+    );
+    describe_counter!("quire_frames_sent_total", "WebSocket frames sent");
+    describe_counter!(
+        "quire_bytes_sent_total",
+        Unit::Bytes,
+        "WebSocket bytes sent"
+    );
+    describe_counter!("quire_updates_applied_total", "Document updates applied");
+    describe_counter!("quire_frames_rejected_total", "Frames refused, by reason");
+    describe_histogram!(
+        "quire_flush_seconds",
+        Unit::Seconds,
+        "Storage flush (fsync) latency"
+    );
+    describe_histogram!(
+        "quire_update_apply_seconds",
+        Unit::Seconds,
+        "Time to apply one update"
+    );
+}
+
+/// Starts the recorder; call once at start-up so every series is exported from the first scrape.
+pub fn init() {
+    let h = handles();
+    // Touch the labelled counters so they show up at zero.
+    h.connections.increment(0.0);
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    let h = handles();
+    h.outbound_queued
+        .set(OUTBOUND_QUEUED.load(Ordering::Relaxed) as f64);
+    h.prometheus
+        .as_ref()
+        .map(|p| p.render())
+        .unwrap_or_default()
+}
+
+pub fn frame_received(bytes: usize) {
+    let h = handles();
+    h.frames_received.increment(1);
+    h.bytes_received.increment(bytes as u64);
+}
+
+pub fn frame_sent(bytes: usize) {
+    let h = handles();
+    h.frames_sent.increment(1);
+    h.bytes_sent.increment(bytes as u64);
+}
+
+pub fn rejected_frame(reason: &'static str) {
+    metrics::counter!("quire_frames_rejected_total", "reason" => reason).increment(1);
+}
+
+pub fn update_applied(elapsed: Duration) {
+    let h = handles();
+    h.updates_applied.increment(1);
+    h.apply_seconds.record(elapsed.as_secs_f64());
+}
+
+pub fn flushed(elapsed: Duration) {
+    handles().flush_seconds.record(elapsed.as_secs_f64());
+}
+
+pub fn connection_opened() {
+    handles().connections.increment(1.0);
+}
+
+pub fn connection_closed() {
+    handles().connections.decrement(1.0);
+}
+
+pub fn document_loaded() {
+    handles().documents_loaded.increment(1.0);
+}
+
+pub fn document_unloaded() {
+    handles().documents_loaded.decrement(1.0);
+}
+
+pub fn outbound_queued(delta: i64) {
+    OUTBOUND_QUEUED.fetch_add(delta, Ordering::Relaxed);
+}
+
+pub fn redis_published() {
+    handles().redis_published.increment(1);
+}
+
+pub fn redis_received() {
+    handles().redis_received.increment(1);
+}
+
+pub fn redis_resync() {
+    handles().redis_resyncs.increment(1);
+}
