@@ -1,6 +1,6 @@
 //! Command line and environment configuration: one struct, passed whole.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +20,15 @@ pub const DEFAULT_RATE_MESSAGES_PER_SEC: u64 = 200;
 pub const DEFAULT_RATE_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_RATE_BURST_SECS: u64 = 10;
 pub const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
+pub const DEFAULT_DRAIN_GRACE_SECS: u64 = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, with span fields.
+    Json,
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "quire", version, about = "Collaborative Yjs document server")]
@@ -129,6 +138,16 @@ pub struct Config {
     /// (not even a pong) for two intervals is dropped.
     #[arg(long, env = "QUIRE_PING_INTERVAL_SECS", default_value_t = DEFAULT_PING_INTERVAL_SECS)]
     pub ping_interval_secs: u64,
+
+    /// On SIGTERM, `/readyz` turns 503 and upgrades are refused at once;
+    /// open sockets are closed with 1001 this many seconds later, so load
+    /// balancers move clients elsewhere first.
+    #[arg(long, env = "QUIRE_DRAIN_GRACE_SECS", default_value_t = DEFAULT_DRAIN_GRACE_SECS)]
+    pub drain_grace_secs: u64,
+
+    /// Log line format (stderr).
+    #[arg(long, env = "QUIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
 }
 
 impl Config {

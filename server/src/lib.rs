@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod names;
 pub mod rest;
 pub mod server;
+pub mod sse;
 pub mod state;
 pub mod store;
 pub mod web;

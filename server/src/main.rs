@@ -1,5 +1,5 @@
 use clap::Parser;
-use quire_server::config::Cli;
+use quire_server::config::{Cli, LogFormat};
 use std::io::IsTerminal;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -7,22 +7,31 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Cli::parse().into_config();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Pretty => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 
-    let shutdown = CancellationToken::new();
-    let signals = shutdown.clone();
+    let drain = CancellationToken::new();
+    let signals = drain.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown signal received");
         signals.cancel();
+        // A second signal skips the grace period.
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
     });
-    quire_server::serve(config, shutdown).await?;
+    quire_server::serve(config, drain).await?;
     Ok(())
 }
 

@@ -343,8 +343,8 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /readyz`: ready while storage works and the server is not draining.
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
-    if app.shutdown.is_cancelled() {
-        return Err(AppError::Unavailable("shutting down".into()));
+    if app.draining.is_cancelled() {
+        return Err(AppError::Unavailable("draining: shutting down".into()));
     }
     if !app.store.is_healthy() {
         return Err(AppError::Unavailable("storage is failing".into()));

@@ -40,12 +40,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(web::index))
         .route("/d/{*doc}", get(web::index))
+        .route("/assets/{*path}", get(web::asset))
         .route("/ws", get(ws::empty_name))
         .route("/ws/", get(ws::empty_name))
         .route("/ws/{*doc}", get(ws::upgrade))
         .route("/api/docs", get(rest::list))
         .route("/api/docs/{doc}", get(rest::info).delete(rest::delete))
         .route("/api/docs/{doc}/snapshot", get(rest::snapshot))
+        .route("/api/docs/{doc}/events", get(crate::sse::events))
         .route(
             "/api/docs/{doc}/updates",
             axum::routing::post(rest::post_update),
@@ -58,9 +60,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled, then closes every socket with 1001,
-/// compacts and flushes every document, and returns.
-pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+/// Serves until `drain` is cancelled; then drains: `/readyz` answers 503 and
+/// upgrades are refused at once, and after `--drain-grace-secs` every socket
+/// is closed with 1001, every document compacted and flushed, and it returns.
+pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), ServeError> {
+    let shutdown = CancellationToken::new();
+    let grace = std::time::Duration::from_secs(config.drain_grace_secs);
     crate::metrics::init();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -104,6 +109,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         tracing::warn!("no --auth-secret: open mode, anyone can read and write every document");
     }
     let state = AppState {
+        draining: drain.clone(),
         auth,
         connections: Arc::new(Semaphore::new(config.max_connections)),
         config: Arc::new(config),
@@ -116,11 +122,25 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     };
     tracing::info!(%addr, node_id = %node_id, data_dir = %state.config.data_dir.display(), "quire listening on http://{addr}");
 
-    axum::serve(listener, router(state))
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            _ = drain.cancelled() => {}
+            _ = stop.cancelled() => return,
+        }
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "draining: not ready, refusing upgrades"
+        );
+        tokio::time::sleep(grace).await;
+        stop.cancel();
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
 
-    tracing::info!("draining: closing sockets and flushing documents");
+    tracing::info!("closing sockets and flushing documents");
     tracker.close();
     tracker.wait().await;
     if let Err(e) = store.shutdown().await {

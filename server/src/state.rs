@@ -18,6 +18,9 @@ pub struct AppState {
     /// One permit per open WebSocket; upgrades past `--max-connections` get 503.
     pub connections: Arc<Semaphore>,
     pub next_conn_id: Arc<AtomicU64>,
+    /// Cancelled when draining starts: `/readyz` 503, upgrades refused.
+    pub draining: CancellationToken,
+    /// Cancelled when the grace period ends: sockets close, actors stop.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub node_id: Arc<str>,

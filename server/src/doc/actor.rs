@@ -5,7 +5,8 @@
 
 use super::command::ApplyError;
 use super::command::{
-    CloseReason, ConnId, DocCommand, DocInfo, SnapshotBody, SnapshotFormat, SnapshotRequest,
+    CloseReason, ConnId, DocCommand, DocEvent, DocInfo, SnapshotBody, SnapshotFormat,
+    SnapshotRequest, Subscription,
 };
 use super::outbound::{Outbound, QueueError};
 use super::registry::{DocStats, Registry};
@@ -18,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -56,7 +57,12 @@ pub(super) struct DocActor {
     pub log_bytes: u64,
     pub updated_at_ms: i64,
     conns: HashMap<ConnId, Link>,
+    /// Change feed for SSE subscribers; a lagging one resubscribes.
+    events: broadcast::Sender<DocEvent>,
 }
+
+/// Events buffered per change-feed subscriber before it counts as lagging.
+const EVENT_BUFFER: usize = 256;
 
 pub(super) struct LoadedState {
     pub doc: Document,
@@ -99,6 +105,7 @@ impl DocActor {
             log_bytes: loaded.log_bytes,
             updated_at_ms: loaded.updated_at_ms,
             conns: HashMap::new(),
+            events: broadcast::channel(EVENT_BUFFER).0,
         }
     }
 
@@ -121,7 +128,9 @@ impl DocActor {
                         None => break,
                     },
                     _ = sleep_until(idle_deadline) => {
-                        if self.registry.remove_if_idle(&self.name, self.actor_id, &rx) {
+                        // Change-feed subscribers keep a document loaded too.
+                        if self.events.receiver_count() == 0
+                            && self.registry.remove_if_idle(&self.name, self.actor_id, &rx) {
                             rx.close();
                             // Commands that raced in are dropped: their reply
                             // channels close and the senders open the document anew.
@@ -214,6 +223,12 @@ impl DocActor {
                 self.delete().await;
                 let _ = reply.send(());
             }
+            DocCommand::Subscribe { reply } => {
+                let _ = reply.send(Subscription {
+                    snapshot: self.doc.encode_state_v1(),
+                    events: self.events.subscribe(),
+                });
+            }
         }
     }
 
@@ -278,6 +293,9 @@ impl DocActor {
         }
         let frame = Bytes::from(encode_update(&update));
         self.broadcast(frame, origin);
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(DocEvent::Update(update));
+        }
         if self.log_bytes > self.settings.compact_log_bytes {
             self.compact().await;
         }
@@ -361,6 +379,7 @@ impl DocActor {
             );
         }
         self.registry.remove_actor(&self.name, self.actor_id);
+        let _ = self.events.send(DocEvent::Deleted);
         if let Err(e) = self.store.delete(self.name.clone()).await {
             tracing::error!(error = %e, "delete failed");
         }

@@ -4,7 +4,7 @@ use super::outbound::Outbound;
 use bytes::Bytes;
 use crdt_core::yrs::StateVector;
 use crdt_core::AwarenessUpdate;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 pub type ConnId = u64;
 
@@ -86,6 +86,22 @@ pub enum SnapshotBody {
     NoSuchRoot(String),
 }
 
+/// What change-feed subscribers (SSE) receive.
+#[derive(Debug, Clone)]
+pub enum DocEvent {
+    /// An applied v1 update.
+    Update(Bytes),
+    /// The document was deleted; no more events follow.
+    Deleted,
+}
+
+/// A change-feed subscription: the state at subscription time and every
+/// change after it, with nothing in between.
+pub struct Subscription {
+    pub snapshot: Vec<u8>,
+    pub events: broadcast::Receiver<DocEvent>,
+}
+
 #[derive(Debug, Clone)]
 pub struct DocInfo {
     pub bytes: u64,
@@ -136,5 +152,8 @@ pub enum DocCommand {
     },
     Delete {
         reply: oneshot::Sender<()>,
+    },
+    Subscribe {
+        reply: oneshot::Sender<Subscription>,
     },
 }

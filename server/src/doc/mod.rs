@@ -6,8 +6,8 @@ mod outbound;
 mod registry;
 
 pub use command::{
-    ApplyError, CloseReason, ConnId, DocCommand, DocInfo, Gone, SnapshotBody, SnapshotFormat,
-    SnapshotRequest,
+    ApplyError, CloseReason, ConnId, DocCommand, DocEvent, DocInfo, Gone, SnapshotBody,
+    SnapshotFormat, SnapshotRequest, Subscription,
 };
 pub use outbound::{Outbound, OutboundReceiver, QueueError};
 pub use registry::{DocHandle, OpenError, Registry, RegistryOptions};

@@ -29,7 +29,14 @@ pub async fn run(
     id: ConnId,
     peer: Peer,
 ) {
-    let span = tracing::info_span!("conn", conn = id, doc = %name, sub = %peer.subject);
+    let span = tracing::info_span!(
+        "conn",
+        conn = id,
+        doc = %name,
+        node = %app.node_id,
+        peer = %peer.addr,
+        sub = %peer.subject,
+    );
     async move {
         let (outbound, outbound_rx) = Outbound::channel(app.config.outbound_queue);
         let Some((handle, kick_rx)) = join(&app, &name, handle, id, outbound.clone()).await else {

@@ -11,15 +11,17 @@ pub struct Peer {
     /// False for read-only tokens: their updates are refused, never applied.
     pub can_write: bool,
     pub subject: String,
+    pub addr: SocketAddr,
 }
 
 use crate::error::AppError;
 use crate::names::DocName;
 use crate::state::AppState;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::Response;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 /// Small socket buffers: most frames are keystrokes, and memory per idle
@@ -29,6 +31,7 @@ const WRITE_BUFFER: usize = 4 * 1024;
 
 pub async fn upgrade(
     State(app): State<AppState>,
+    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
     Path(raw_name): Path<String>,
     headers: HeaderMap,
     uri: Uri,
@@ -42,8 +45,9 @@ pub async fn upgrade(
     let peer = Peer {
         can_write: access.can_write(&name),
         subject: access.subject().to_owned(),
+        addr: peer_addr,
     };
-    if app.shutdown.is_cancelled() {
+    if app.draining.is_cancelled() {
         return Err(AppError::Unavailable("server is shutting down".into()));
     }
     let permit = app
