@@ -196,7 +196,7 @@ pub fn token_from(headers: &axum::http::HeaderMap, query: Option<&str>) -> Optio
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::to_owned);
-    bearer.or_else(|| query.and_then(|q| form_urlencoded_token(q)))
+    bearer.or_else(|| query.and_then(form_urlencoded_token))
 }
 
 fn form_urlencoded_token(query: &str) -> Option<String> {
