@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// Seconds of clock skew tolerated on `exp`.
 pub const EXPIRY_LEEWAY_SECS: u64 = 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,

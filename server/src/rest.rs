@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use utoipa::{IntoParams, ToSchema};
 
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -53,14 +54,19 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only names starting with this.
+    #[param(example = "team/")]
     prefix: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DocSummary {
     name: String,
     bytes: u64,
@@ -68,12 +74,20 @@ pub struct DocSummary {
     clients: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DocList {
     docs: Vec<DocSummary>,
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/docs", tag = "documents",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Documents in name order", body = DocList),
+        (status = 400, description = "Invalid limit", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Token grants nothing under this prefix", body = ErrorBody),
+    ))]
 /// `GET /api/docs`: stored documents and loaded ones not stored yet, by name.
 pub async fn list(
     State(app): State<AppState>,
@@ -136,7 +150,7 @@ pub async fn list(
     Ok(Json(DocList { docs, next_cursor }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DocDetails {
     name: String,
     bytes: u64,
@@ -145,6 +159,15 @@ pub struct DocDetails {
     state_vector: String,
 }
 
+#[utoipa::path(get, path = "/api/docs/{doc}", tag = "documents",
+    params(("doc" = String, Path, description = "Document name; `/` as %2F")),
+    responses(
+        (status = 200, description = "Document metadata", body = DocDetails),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Token does not cover the document", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+    ))]
 /// `GET /api/docs/{doc}`.
 pub async fn info(
     State(app): State<AppState>,
@@ -165,10 +188,14 @@ pub async fn info(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SnapshotQuery {
+    /// `yjs` (default), `yjs-v2`, `json` or `text`.
     format: Option<String>,
+    /// The root to export with `format=text`.
     root: Option<String>,
+    /// Base64 state vector: only what its holder lacks (yjs, yjs-v2).
     state_vector: Option<String>,
 }
 
@@ -221,6 +248,19 @@ impl SnapshotQuery {
     }
 }
 
+#[utoipa::path(get, path = "/api/docs/{doc}/snapshot", tag = "documents",
+    params(("doc" = String, Path, description = "Document name; `/` as %2F"), SnapshotQuery),
+    responses(
+        (status = 200, description = "The snapshot", content(
+            (Vec<u8> = "application/octet-stream"),
+            (serde_json::Value = "application/json"),
+            (String = "text/plain"),
+        )),
+        (status = 400, description = "Invalid name, format or state vector", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Token does not cover the document", body = ErrorBody),
+        (status = 404, description = "No such document or root", body = ErrorBody),
+    ))]
 /// `GET /api/docs/{doc}/snapshot`.
 pub async fn snapshot(
     State(app): State<AppState>,
@@ -256,6 +296,16 @@ pub async fn snapshot(
     })
 }
 
+#[utoipa::path(post, path = "/api/docs/{doc}/updates", tag = "documents",
+    params(("doc" = String, Path, description = "Document name; `/` as %2F")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A Yjs v1 update"),
+    responses(
+        (status = 204, description = "Applied, persisted and relayed (the document is created if absent)"),
+        (status = 400, description = "Invalid name, or the update does not decode; document unchanged", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Token is read-only or does not cover the document", body = ErrorBody),
+        (status = 413, description = "Body or resulting document too large", body = ErrorBody),
+    ))]
 /// `POST /api/docs/{doc}/updates`: a v1 update, applied, persisted, relayed.
 pub async fn post_update(
     State(app): State<AppState>,
@@ -282,6 +332,15 @@ pub async fn post_update(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/api/docs/{doc}", tag = "documents",
+    params(("doc" = String, Path, description = "Document name; `/` as %2F")),
+    responses(
+        (status = 204, description = "Deleted; its WebSockets were closed with 4404"),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+    ))]
 /// `DELETE /api/docs/{doc}`: closes its connections (4404) and removes it.
 pub async fn delete(
     State(app): State<AppState>,
@@ -294,7 +353,18 @@ pub async fn delete(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    token: String,
+}
+
+/// Every error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct MintRequest {
     docs: Vec<String>,
     scope: Scope,
@@ -302,12 +372,20 @@ pub struct MintRequest {
     sub: String,
 }
 
+#[utoipa::path(post, path = "/api/tokens", tag = "access",
+    request_body = MintRequest,
+    responses(
+        (status = 200, description = "A signed token", body = TokenResponse),
+        (status = 400, description = "Invalid request, or no --auth-secret configured", body = ErrorBody),
+        (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+    ))]
 /// `POST /api/tokens` (admin): mints an access token.
 pub async fn mint_token(
     State(app): State<AppState>,
     Auth(access): Auth,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<TokenResponse>, AppError> {
     app.auth.require_admin(&access)?;
     let request: MintRequest = serde_json::from_slice(&body)
         .map_err(|e| AppError::BadRequest(format!("invalid token request: {e}")))?;
@@ -323,9 +401,11 @@ pub async fn mint_token(
         exp: crate::auth::now_secs().saturating_add(request.ttl_secs),
     };
     let token = app.auth.mint(&claims)?;
-    Ok(Json(serde_json::json!({ "token": token })))
+    Ok(Json(TokenResponse { token }))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics() -> impl IntoResponse {
     (
@@ -337,10 +417,17 @@ pub async fn metrics() -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process serves", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Storage works and the server is not draining", body = serde_json::Value),
+        (status = 503, description = "Not ready, with the reason", body = ErrorBody),
+    ))]
 /// `GET /readyz`: ready while storage works and the server is not draining.
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
     if app.draining.is_cancelled() {

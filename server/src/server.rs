@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -35,8 +38,41 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Quire", description = "Collaborative Yjs document server: REST API. The WebSocket endpoint `/ws/{doc}` speaks the y-websocket protocol and is described in the README."),
+    tags(
+        (name = "documents", description = "Documents, snapshots, updates and the change feed"),
+        (name = "access", description = "Access tokens"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// The REST API; every route here is in the OpenAPI document, which is
+/// generated from the same handlers' annotations and so cannot drift.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(rest::list))
+        .routes(routes!(rest::info, rest::delete))
+        .routes(routes!(rest::snapshot))
+        .routes(routes!(crate::sse::events))
+        .routes(routes!(rest::post_update))
+        .routes(routes!(rest::mint_token))
+        .routes(routes!(rest::healthz))
+        .routes(routes!(rest::readyz))
+        .routes(routes!(rest::metrics))
+}
+
+/// The OpenAPI document of the REST API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_message_bytes;
+    let (api, spec) = api_routes().split_for_parts();
+    let spec = Arc::new(spec);
     Router::new()
         .route("/", get(web::index))
         .route("/d/{*doc}", get(web::index))
@@ -44,18 +80,14 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws::empty_name))
         .route("/ws/", get(ws::empty_name))
         .route("/ws/{*doc}", get(ws::upgrade))
-        .route("/api/docs", get(rest::list))
-        .route("/api/docs/{doc}", get(rest::info).delete(rest::delete))
-        .route("/api/docs/{doc}/snapshot", get(rest::snapshot))
-        .route("/api/docs/{doc}/events", get(crate::sse::events))
         .route(
-            "/api/docs/{doc}/updates",
-            axum::routing::post(rest::post_update),
+            "/api/openapi.json",
+            get(move || {
+                let spec = spec.clone();
+                async move { axum::Json(spec.as_ref().clone()) }
+            }),
         )
-        .route("/healthz", get(rest::healthz))
-        .route("/readyz", get(rest::readyz))
-        .route("/metrics", get(rest::metrics))
-        .route("/api/tokens", axum::routing::post(rest::mint_token))
+        .merge(api)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

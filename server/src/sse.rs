@@ -29,9 +29,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events buffered for one HTTP client before the feed waits for it.
 const CLIENT_BUFFER: usize = 64;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// `yjs` (default: snapshot + update events) or `text`.
     format: Option<String>,
+    /// The root whose text `format=text` sends.
     root: Option<String>,
 }
 
@@ -40,6 +43,15 @@ enum Feed {
     Text { root: String },
 }
 
+#[utoipa::path(get, path = "/api/docs/{doc}/events", tag = "documents",
+    params(("doc" = String, Path, description = "Document name; `/` as %2F"), EventsQuery),
+    responses(
+        (status = 200, description = "Server-Sent Events: snapshot, update, text, deleted", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "Invalid name or format", body = crate::rest::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = crate::rest::ErrorBody),
+        (status = 403, description = "Token does not cover the document", body = crate::rest::ErrorBody),
+        (status = 404, description = "No such document", body = crate::rest::ErrorBody),
+    ))]
 pub async fn events(
     State(app): State<AppState>,
     Auth(access): Auth,
