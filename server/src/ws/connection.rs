@@ -80,10 +80,14 @@ pub async fn run(
             started,
             last_seen: &last_seen,
         };
-        reader.run(stream).await;
+        let mut stream = stream;
+        let refused = reader.run(&mut stream).await;
         let _ = handle.send(DocCommand::Disconnect { id }).await;
         done.cancel();
         let _ = writer.await;
+        if refused {
+            linger(stream).await;
+        }
         crate::metrics::connection_closed();
         tracing::debug!("disconnected");
     }
@@ -138,11 +142,12 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    async fn run(mut self, mut stream: SplitStream<WebSocket>) {
+    /// Reads until the client leaves or is refused; true if refused.
+    async fn run(mut self, stream: &mut SplitStream<WebSocket>) -> bool {
         loop {
             let next = tokio::select! {
                 next = stream.next() => next,
-                _ = self.done.cancelled() => return,
+                _ = self.done.cancelled() => return false,
             };
             self.last_seen
                 .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -160,13 +165,15 @@ impl Reader<'_> {
                         .await;
                 }
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
-                Some(Ok(WsMessage::Close(_))) | None => return,
+                Some(Ok(WsMessage::Close(_))) | None => return false,
                 Some(Err(e)) => {
-                    match too_big(&e) {
+                    return match too_big(&e) {
                         Some(reason) => self.refuse(reason).await,
-                        None => tracing::debug!(error = %e, "read failed"),
-                    }
-                    return;
+                        None => {
+                            tracing::debug!(error = %e, "read failed");
+                            false
+                        }
+                    };
                 }
             };
             if let Err(exceeded) = self.limits.admit(frame.len()) {
@@ -184,7 +191,7 @@ impl Reader<'_> {
             match self.to_command(&frame) {
                 Ok(Some(command)) => {
                     if self.handle.send(command).await.is_err() {
-                        return;
+                        return false;
                     }
                 }
                 Ok(None) => {}
@@ -193,10 +200,11 @@ impl Reader<'_> {
         }
     }
 
-    async fn refuse(&self, reason: CloseReason) {
+    async fn refuse(&self, reason: CloseReason) -> bool {
         crate::metrics::rejected_frame(reason.label());
         tracing::info!(code = reason.code, reason = %reason.reason, "closing connection");
         let _ = self.close.send(reason).await;
+        true
     }
 
     /// Decodes one frame into the command for the actor; an error is the
@@ -259,6 +267,28 @@ impl Reader<'_> {
     }
 }
 
+/// After refusing a client, keeps the socket open until the client answers
+/// our close frame, for at most [`LINGER`]. Dropping a socket with unread
+/// bytes (the rest of an oversized message) makes the kernel send a reset,
+/// which can reach the client before our close frame does.
+async fn linger(mut stream: SplitStream<WebSocket>) {
+    let deadline = Instant::now() + LINGER;
+    let _ = tokio::time::timeout_at(deadline, async {
+        while let Some(next) = stream.next().await {
+            match next {
+                Ok(WsMessage::Close(_)) => return,
+                Ok(_) => {}
+                // The stream is unusable after a protocol error; just hold it.
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep_until(deadline).await;
+    })
+    .await;
+}
+
+const LINGER: Duration = Duration::from_secs(1);
+
 fn too_big(e: &axum::Error) -> Option<CloseReason> {
     let source = std::error::Error::source(e)?;
     match source.downcast_ref::<tungstenite::Error>()? {
@@ -291,12 +321,14 @@ impl Writer {
                 _ = self.shutdown.cancelled() => {
                     break Some(CloseReason::new(CloseReason::GOING_AWAY, "server shutting down"))
                 }
+                // The reader's own refusal wins over anything the actor does
+                // after the reader left (dropping the kick sender included).
+                Some(reason) = self.close.recv() => break Some(reason),
                 kicked = &mut self.kick => match kicked {
                     Ok(reason) => break Some(reason),
                     // The actor dropped us without a reason: it stopped.
                     Err(_) => break Some(CloseReason::new(CloseReason::GOING_AWAY, "document closed")),
                 },
-                Some(reason) = self.close.recv() => break Some(reason),
                 frame = self.outbound.recv() => {
                     let Some(frame) = frame else { break None };
                     if !self.write_batch(frame).await {
