@@ -190,6 +190,25 @@ impl AwarenessTable {
         AwarenessUpdate { entries }
     }
 
+    /// The present states of `clients` only.
+    pub fn snapshot_of(&self, clients: impl IntoIterator<Item = u64>) -> AwarenessUpdate {
+        let mut entries: Vec<AwarenessEntry> = clients
+            .into_iter()
+            .filter_map(|client| {
+                let meta = self.clients.get(&client)?;
+                let state = meta.state.as_ref()?;
+                Some(AwarenessEntry {
+                    client,
+                    clock: meta.clock,
+                    state: Some(state.clone()),
+                })
+            })
+            .collect();
+        entries.sort_unstable_by_key(|e| e.client);
+        entries.dedup_by_key(|e| e.client);
+        AwarenessUpdate { entries }
+    }
+
     /// Number of clients with a present state.
     pub fn present(&self) -> usize {
         self.clients.values().filter(|m| m.state.is_some()).count()

@@ -21,6 +21,7 @@ pub const DEFAULT_RATE_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_RATE_BURST_SECS: u64 = 10;
 pub const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
 pub const DEFAULT_DRAIN_GRACE_SECS: u64 = 0;
+pub const DEFAULT_CLUSTER_RESYNC_SECS: u64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -64,6 +65,20 @@ pub struct Config {
     /// Directory of the sled database.
     #[arg(long, env = "QUIRE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+
+    /// Cluster mode through this Redis (`redis://host:port`); unset: single node.
+    #[arg(long, env = "QUIRE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// This node's id in the cluster; by default generated once and kept in
+    /// the data directory.
+    #[arg(long, env = "QUIRE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// In cluster mode, each loaded document compares state with its peers
+    /// this often, repairing whatever pub/sub lost.
+    #[arg(long, env = "QUIRE_CLUSTER_RESYNC_SECS", default_value_t = DEFAULT_CLUSTER_RESYNC_SECS)]
+    pub cluster_resync_secs: u64,
 
     /// Group commit window: applied updates reach disk at most this long after
     /// they were applied; 0 flushes before an update is relayed.

@@ -436,6 +436,9 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Valu
     if !app.store.is_healthy() {
         return Err(AppError::Unavailable("storage is failing".into()));
     }
+    if let Some(cluster) = &app.cluster {
+        cluster.readiness().map_err(AppError::Unavailable)?;
+    }
     Ok(Json(
         serde_json::json!({ "status": "ready", "node_id": &*app.node_id }),
     ))

@@ -1,6 +1,7 @@
 //! Wiring: storage, registry, router, listener, and the one shutdown path.
 
 use crate::auth::Authenticator;
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::Config;
 use crate::doc::{Registry, RegistryOptions};
 use crate::state::AppState;
@@ -12,6 +13,7 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +36,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -111,10 +115,13 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     let (store, store_thread) = tokio::task::spawn_blocking(move || Store::open(&path, options))
         .await
         .map_err(|e| StoreError::Corrupt(format!("storage open panicked: {e}")))??;
-    let node_id: Arc<str> = store
-        .node_id(format!("node-{:016x}", rand::random::<u64>()))
-        .await?
-        .into();
+    let node_id: Arc<str> = match &config.node_id {
+        Some(id) => id.as_str().into(),
+        None => store
+            .node_id(format!("node-{:016x}", rand::random::<u64>()))
+            .await?
+            .into(),
+    };
 
     let tracker = TaskTracker::new();
     let registry = Registry::new(
@@ -129,6 +136,24 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
         tracker.clone(),
         shutdown.clone(),
     );
+    let cluster = match &config.redis_url {
+        Some(url) => {
+            let cluster = Cluster::start(
+                ClusterOptions {
+                    redis_url: url.clone(),
+                    node_id: node_id.clone(),
+                    resync_interval: Duration::from_secs(config.cluster_resync_secs.max(1)),
+                },
+                registry.clone(),
+                &tracker,
+                shutdown.clone(),
+            )?;
+            registry.set_cluster(cluster.clone());
+            tracing::info!(node_id = %node_id, "cluster mode through redis");
+            Some(cluster)
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -141,6 +166,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
         tracing::warn!("no --auth-secret: open mode, anyone can read and write every document");
     }
     let state = AppState {
+        cluster,
         draining: drain.clone(),
         auth,
         connections: Arc::new(Semaphore::new(config.max_connections)),

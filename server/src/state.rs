@@ -25,4 +25,6 @@ pub struct AppState {
     pub tracker: TaskTracker,
     pub node_id: Arc<str>,
     pub auth: Authenticator,
+    /// Set in cluster mode (`--redis-url`).
+    pub cluster: Option<crate::cluster::Cluster>,
 }

@@ -124,7 +124,7 @@ mod tests {
         }
     }
 
-    fn header_of<'a>(response: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header_of(response: &Response, name: header::HeaderName) -> &str {
         response
             .headers()
             .get(name)
@@ -136,10 +136,10 @@ mod tests {
     fn referenced_asset(ext: &str) -> String {
         let index = Dist::get(INDEX).expect("index.html is embedded");
         let html = String::from_utf8(index.data.into_owned()).unwrap();
-        let start = html.find("/assets/").expect("index.html references assets");
-        let rest = &html[start..];
-        let end = rest.find(ext).expect("an asset with that extension") + ext.len();
-        rest[..end].to_owned()
+        html.split('"')
+            .find(|quoted| quoted.starts_with("/assets/") && quoted.ends_with(ext))
+            .expect("index.html references an asset with that extension")
+            .to_owned()
     }
 
     #[tokio::test]

@@ -10,9 +10,11 @@ use super::command::{
 };
 use super::outbound::{Outbound, QueueError};
 use super::registry::{DocStats, Registry};
+use crate::cluster::Cluster;
 use crate::names::DocName;
 use crate::store::{DocMeta, Store};
 use bytes::Bytes;
+use crdt_core::cluster::Body;
 use crdt_core::protocol::{encode_awareness, encode_sync_step1, encode_sync_step2, encode_update};
 use crdt_core::{AwarenessTable, AwarenessUpdate, Document, DocumentError};
 use std::collections::{HashMap, HashSet};
@@ -24,11 +26,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-struct Link {
+pub(super) struct Link {
     outbound: Outbound,
     kick: Option<oneshot::Sender<CloseReason>>,
     /// Awareness client ids this connection introduced; removed when it leaves.
-    awareness_clients: HashSet<u64>,
+    pub(super) awareness_clients: HashSet<u64>,
 }
 
 pub(super) struct ActorSettings {
@@ -56,9 +58,29 @@ pub(super) struct DocActor {
     pub snapshot_bytes: u64,
     pub log_bytes: u64,
     pub updated_at_ms: i64,
-    conns: HashMap<ConnId, Link>,
+    pub(super) conns: HashMap<ConnId, Link>,
     /// Change feed for SSE subscribers; a lagging one resubscribes.
     events: broadcast::Sender<DocEvent>,
+    pub(super) cluster: Option<Cluster>,
+    /// `AwaitPeers` callers and their deadlines.
+    pub(super) peer_waiters: Vec<(oneshot::Sender<bool>, Instant)>,
+}
+
+/// Where an update came from: only local ones are published to peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    Conn(ConnId),
+    Rest,
+    Peer,
+}
+
+impl Source {
+    fn conn(self) -> Option<ConnId> {
+        match self {
+            Source::Conn(id) => Some(id),
+            _ => None,
+        }
+    }
 }
 
 /// Events buffered per change-feed subscriber before it counts as lagging.
@@ -88,6 +110,7 @@ impl DocActor {
         stats: Arc<DocStats>,
         settings: Arc<ActorSettings>,
         shutdown: CancellationToken,
+        cluster: Option<Cluster>,
     ) -> Self {
         DocActor {
             name,
@@ -106,6 +129,8 @@ impl DocActor {
             updated_at_ms: loaded.updated_at_ms,
             conns: HashMap::new(),
             events: broadcast::channel(EVENT_BUFFER).0,
+            cluster,
+            peer_waiters: Vec::new(),
         }
     }
 
@@ -113,9 +138,20 @@ impl DocActor {
         let span = tracing::info_span!("doc", doc = %self.name);
         async move {
             tracing::debug!("loaded");
+            if let Some(cluster) = self.cluster.clone() {
+                // Subscribe before asking, so no answer is missed.
+                cluster.subscribe(&self.name).await;
+                self.request_sync(true, true);
+            }
+            let resync_every = self
+                .cluster
+                .as_ref()
+                .map_or(Duration::from_secs(3600), Cluster::resync_interval);
+            let mut resync = tokio::time::interval_at(Instant::now() + resync_every, resync_every);
             let mut idle_since = Some(Instant::now());
             loop {
                 let idle_deadline = idle_since.map(|t| t + self.settings.idle_unload);
+                let waiter_deadline = self.peer_waiters.iter().map(|(_, at)| *at).min();
                 tokio::select! {
                     command = rx.recv() => match command {
                         Some(command) => {
@@ -127,6 +163,15 @@ impl DocActor {
                         }
                         None => break,
                     },
+                    _ = sleep_until(waiter_deadline) => {
+                        if self.expire_peer_waiters(&rx) {
+                            rx.close();
+                            while rx.try_recv().is_ok() {}
+                            tracing::debug!("no peer holds this document; dropped");
+                            break;
+                        }
+                    }
+                    _ = resync.tick(), if self.cluster.is_some() => self.request_sync(false, false),
                     _ = sleep_until(idle_deadline) => {
                         // Change-feed subscribers keep a document loaded too.
                         if self.events.receiver_count() == 0
@@ -143,13 +188,16 @@ impl DocActor {
                     _ = self.shutdown.cancelled() => break,
                 }
             }
+            if let Some(cluster) = &self.cluster {
+                cluster.unsubscribe(&self.name);
+            }
             self.compact().await;
         }
         .instrument(span)
         .await
     }
 
-    fn deleted(&self) -> bool {
+    pub(super) fn deleted(&self) -> bool {
         self.next_seq == u64::MAX
     }
 
@@ -188,7 +236,7 @@ impl DocActor {
                 self.send_to(id, Bytes::from(encode_sync_step2(&diff)));
             }
             DocCommand::Update { id, update } => {
-                if let Err(e) = self.apply(update, Some(id)).await {
+                if let Err(e) = self.apply(update, Source::Conn(id)).await {
                     let code = match e {
                         ApplyError::TooLarge { .. } => CloseReason::TOO_BIG,
                         ApplyError::Document(_) => CloseReason::INVALID_PAYLOAD,
@@ -217,10 +265,10 @@ impl DocActor {
                 let _ = reply.send(self.snapshot(request));
             }
             DocCommand::ApplyUpdate { update, reply } => {
-                let _ = reply.send(self.apply(update, None).await);
+                let _ = reply.send(self.apply(update, Source::Rest).await);
             }
-            DocCommand::Delete { reply } => {
-                self.delete().await;
+            DocCommand::Delete { propagate, reply } => {
+                self.delete(propagate).await;
                 let _ = reply.send(());
             }
             DocCommand::Subscribe { reply } => {
@@ -228,6 +276,19 @@ impl DocActor {
                     snapshot: self.doc.encode_state_v1(),
                     events: self.events.subscribe(),
                 });
+            }
+            DocCommand::Remote(message) => self.on_remote(message).await,
+            DocCommand::ClusterResync => {
+                self.request_sync(true, true);
+                self.publish_local_awareness();
+            }
+            DocCommand::AwaitPeers { reply } => {
+                if self.is_empty() {
+                    let deadline = Instant::now() + super::peers::PEER_WAIT;
+                    self.peer_waiters.push((reply, deadline));
+                } else {
+                    let _ = reply.send(true);
+                }
             }
         }
     }
@@ -253,7 +314,8 @@ impl DocActor {
     /// Applies an untrusted update, logs it, relays it to every connection
     /// but its origin. Nothing is logged or relayed unless it applied and
     /// changed the document.
-    async fn apply(&mut self, update: Bytes, origin: Option<ConnId>) -> Result<(), ApplyError> {
+    pub(super) async fn apply(&mut self, update: Bytes, source: Source) -> Result<(), ApplyError> {
+        let origin = source.conn();
         let stored_bytes = self.snapshot_bytes + self.log_bytes;
         if stored_bytes.saturating_add(update.len() as u64) > self.settings.max_doc_bytes {
             return Err(ApplyError::TooLarge {
@@ -293,6 +355,12 @@ impl DocActor {
         }
         let frame = Bytes::from(encode_update(&update));
         self.broadcast(frame, origin);
+        if source != Source::Peer {
+            if let Some(cluster) = &self.cluster {
+                cluster.publish(&self.name, Body::Update(update.to_vec()));
+            }
+        }
+        self.resolve_peer_waiters();
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(DocEvent::Update(update));
         }
@@ -314,8 +382,11 @@ impl DocActor {
                 link.awareness_clients.remove(gone);
             }
         }
-        let frame = Bytes::from(encode_awareness(&change.effective.encode()));
-        self.broadcast(frame, Some(id));
+        let encoded = change.effective.encode();
+        self.broadcast(Bytes::from(encode_awareness(&encoded)), Some(id));
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(&self.name, Body::Awareness(encoded));
+        }
     }
 
     fn meta(&self) -> DocMeta {
@@ -370,7 +441,12 @@ impl DocActor {
         }
     }
 
-    async fn delete(&mut self) {
+    pub(super) async fn delete(&mut self, propagate: bool) {
+        if propagate {
+            if let Some(cluster) = &self.cluster {
+                cluster.publish_control(&self.name, Body::Deleted);
+            }
+        }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.kick(
@@ -387,7 +463,7 @@ impl DocActor {
         tracing::info!("deleted");
     }
 
-    fn send_to(&mut self, id: ConnId, frame: Bytes) {
+    pub(super) fn send_to(&mut self, id: ConnId, frame: Bytes) {
         let Some(link) = self.conns.get(&id) else {
             return;
         };
@@ -405,7 +481,7 @@ impl DocActor {
     }
 
     /// Sends one encoded frame to every connection but `except`.
-    fn broadcast(&mut self, frame: Bytes, except: Option<ConnId>) {
+    pub(super) fn broadcast(&mut self, frame: Bytes, except: Option<ConnId>) {
         let mut slow = Vec::new();
         let mut closed = Vec::new();
         for (id, link) in &self.conns {
@@ -452,8 +528,11 @@ impl DocActor {
             .store(self.conns.len(), Ordering::Relaxed);
         let removal = self.awareness.remove(link.awareness_clients);
         if !removal.is_empty() {
-            let frame = Bytes::from(encode_awareness(&removal.encode()));
-            self.broadcast(frame, None);
+            let encoded = removal.encode();
+            self.broadcast(Bytes::from(encode_awareness(&encoded)), None);
+            if let Some(cluster) = &self.cluster {
+                cluster.publish(&self.name, Body::Awareness(encoded));
+            }
         }
     }
 }

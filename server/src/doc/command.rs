@@ -151,9 +151,20 @@ pub enum DocCommand {
         reply: oneshot::Sender<Result<(), ApplyError>>,
     },
     Delete {
+        /// Also tell every other node (false when the delete came from one).
+        propagate: bool,
         reply: oneshot::Sender<()>,
     },
     Subscribe {
         reply: oneshot::Sender<Subscription>,
+    },
+    /// A message from another node, through Redis.
+    Remote(crdt_core::cluster::ClusterMessage),
+    /// Redis reconnected: heal by state vector and resend presence.
+    ClusterResync,
+    /// Resolves true once the document holds anything (peers answered a
+    /// freshly loaded empty document), false at the deadline.
+    AwaitPeers {
+        reply: oneshot::Sender<bool>,
     },
 }

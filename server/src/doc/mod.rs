@@ -3,6 +3,7 @@
 mod actor;
 mod command;
 mod outbound;
+mod peers;
 mod registry;
 
 pub use command::{

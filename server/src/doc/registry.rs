@@ -5,12 +5,13 @@
 
 use super::actor::{ActorSettings, DocActor, LoadedState};
 use super::command::{DocCommand, Gone};
+use crate::cluster::Cluster;
 use crate::names::DocName;
 use crate::store::{Store, StoreError};
 use crdt_core::{Document, DocumentError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,11 @@ impl DocHandle {
     pub async fn send(&self, command: DocCommand) -> Result<(), Gone> {
         self.tx.send(command).await.map_err(|_| Gone)
     }
+
+    /// Sends without waiting; fails if the actor is gone or its queue is full.
+    pub fn try_send(&self, command: DocCommand) -> Result<(), Gone> {
+        self.tx.try_send(command).map_err(|_| Gone)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +89,7 @@ struct Inner {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     next_actor_id: AtomicU64,
+    cluster: OnceLock<Cluster>,
 }
 
 impl Registry {
@@ -106,6 +113,7 @@ impl Registry {
                 tracker,
                 shutdown,
                 next_actor_id: AtomicU64::new(1),
+                cluster: OnceLock::new(),
             }),
         }
     }
@@ -117,6 +125,19 @@ impl Registry {
             .docs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Cluster mode: documents heal from and relay to other nodes.
+    pub fn set_cluster(&self, cluster: Cluster) {
+        let _ = self.inner.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.get()
+    }
+
+    pub fn loaded_names(&self) -> Vec<DocName> {
+        self.docs().keys().cloned().collect()
     }
 
     /// The loaded document's handle, if it is loaded.
@@ -137,8 +158,31 @@ impl Registry {
     }
 
     /// Returns the running actor, loading the document from storage first if
-    /// needed. With `create` false an unknown document is `NotFound`.
+    /// needed. With `create` false an unknown document is `NotFound`; in
+    /// cluster mode only once no peer answered for it either.
     pub async fn open(&self, name: &DocName, create: bool) -> Result<DocHandle, OpenError> {
+        match self.open_local(name, create).await {
+            Err(OpenError::NotFound) if self.cluster().is_some() => {
+                let handle = self.open_local(name, true).await?;
+                match handle
+                    .request(|reply| DocCommand::AwaitPeers { reply })
+                    .await
+                {
+                    Ok(true) => Ok(handle),
+                    _ => Err(OpenError::NotFound),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Like [`Registry::open`], but `NotFound` unless this node stores the
+    /// document: for answering peers, which must not create phantoms.
+    pub async fn open_stored(&self, name: &DocName) -> Result<DocHandle, OpenError> {
+        self.open_local(name, false).await
+    }
+
+    async fn open_local(&self, name: &DocName, create: bool) -> Result<DocHandle, OpenError> {
         if let Some(handle) = self.loaded(name) {
             return Ok(handle);
         }
@@ -188,6 +232,7 @@ impl Registry {
             stats,
             self.inner.settings.clone(),
             self.inner.shutdown.clone(),
+            self.inner.cluster.get().cloned(),
         );
         crate::metrics::document_loaded();
         self.inner.tracker.spawn(async move {
@@ -246,16 +291,32 @@ impl Registry {
 
     /// Deletes a document everywhere; false if it did not exist.
     pub async fn delete(&self, name: &DocName) -> Result<bool, OpenError> {
-        if let Some(handle) = self.loaded(name) {
-            if handle
-                .request(|reply| DocCommand::Delete { reply })
-                .await
-                .is_ok()
-            {
+        self.delete_with(name, true).await
+    }
+
+    /// Deletes a document on this node only (another node told us to).
+    pub async fn delete_local(&self, name: &DocName) -> Result<bool, OpenError> {
+        if self.loaded(name).is_none() {
+            return Ok(self.inner.store.delete(name.clone()).await?);
+        }
+        self.delete_with(name, false).await
+    }
+
+    async fn delete_with(&self, name: &DocName, propagate: bool) -> Result<bool, OpenError> {
+        for _ in 0..3 {
+            let handle = match self.open(name, false).await {
+                Ok(handle) => handle,
+                Err(OpenError::NotFound) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let deleted = handle
+                .request(|reply| DocCommand::Delete { propagate, reply })
+                .await;
+            if deleted.is_ok() {
                 return Ok(true);
             }
         }
-        Ok(self.inner.store.delete(name.clone()).await?)
+        Ok(false)
     }
 }
 
