@@ -79,9 +79,11 @@ impl Document {
         let applied = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
             txn.apply_update(update)?;
-            Ok::<bool, yrs::error::UpdateError>(!txn.insert_set().is_empty()
-                || !txn.delete_set().is_empty()
-                || txn.has_missing_updates())
+            Ok::<bool, yrs::error::UpdateError>(
+                !txn.insert_set().is_empty()
+                    || !txn.delete_set().is_empty()
+                    || txn.has_missing_updates(),
+            )
         }));
         match applied {
             Ok(Ok(changed)) => Ok(changed),
@@ -119,6 +121,17 @@ impl Document {
     /// What a peer holding `sv` lacks, as a v2 update.
     pub fn diff_v2(&self, sv: &StateVector) -> Vec<u8> {
         self.doc.transact().encode_state_as_update_v2(sv)
+    }
+
+    /// This node's state for cluster healing: the state vector and a digest
+    /// of the delete set (deletions do not advance a state vector).
+    pub fn peer_state(&self) -> crate::cluster::PeerState {
+        let txn = self.doc.transact();
+        let snapshot = txn.snapshot();
+        crate::cluster::PeerState {
+            state_vector: snapshot.state_map,
+            delete_set_digest: crate::cluster::delete_set_digest(&snapshot.delete_set),
+        }
     }
 
     /// Every root as JSON: Text as string, Map as object, Array as array,
@@ -223,7 +236,11 @@ mod tests {
             txn.encode_update_v1()
         };
         let mut doc = Document::new();
-        assert_eq!(doc.apply_update_v1(&second), Ok(true), "pending is a change");
+        assert_eq!(
+            doc.apply_update_v1(&second),
+            Ok(true),
+            "pending is a change"
+        );
         assert_eq!(doc.apply_update_v1(&first), Ok(true));
         assert_eq!(doc.root_text("t").as_deref(), Some("ab"));
     }

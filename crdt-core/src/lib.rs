@@ -9,6 +9,7 @@
 //! redis, and never does I/O.
 
 pub mod awareness;
+pub mod cluster;
 pub mod compaction;
 pub mod document;
 pub mod export;
