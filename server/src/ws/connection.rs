@@ -312,42 +312,55 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self) {
-        let mut ping =
-            tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
+    async fn run(self) {
+        let Writer {
+            mut sink,
+            mut outbound,
+            mut kick,
+            mut close,
+            shutdown,
+            done,
+            ping_interval,
+            started,
+            last_seen,
+        } = self;
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+        // Every wait, a write into a backed-up socket included, also waits
+        // for a reason to stop: a client that stopped reading must not keep
+        // its writer stuck.
         let reason = loop {
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => {
-                    break Some(CloseReason::new(CloseReason::GOING_AWAY, "server shutting down"))
-                }
-                // The reader's own refusal wins over anything the actor does
-                // after the reader left (dropping the kick sender included).
-                Some(reason) = self.close.recv() => break Some(reason),
-                kicked = &mut self.kick => match kicked {
-                    Ok(reason) => break Some(reason),
-                    // The actor dropped us without a reason: it stopped.
-                    Err(_) => break Some(CloseReason::new(CloseReason::GOING_AWAY, "document closed")),
-                },
-                frame = self.outbound.recv() => {
+                reason = stop_signal(&shutdown, &mut close, &mut kick, &done) => break reason,
+                frame = outbound.recv() => {
                     let Some(frame) = frame else { break None };
-                    if !self.write_batch(frame).await {
-                        break None;
+                    tokio::select! {
+                        biased;
+                        reason = stop_signal(&shutdown, &mut close, &mut kick, &done) => break reason,
+                        written = write_batch(&mut sink, &mut outbound, frame) => {
+                            if !written {
+                                break None;
+                            }
+                        }
                     }
                 }
                 _ = ping.tick() => {
-                    let silent_ms = (self.started.elapsed().as_millis() as u64)
-                        .saturating_sub(self.last_seen.load(Ordering::Relaxed));
-                    if silent_ms > 2 * self.ping_interval.as_millis() as u64 {
+                    let silent_ms = (started.elapsed().as_millis() as u64)
+                        .saturating_sub(last_seen.load(Ordering::Relaxed));
+                    if silent_ms > 2 * ping_interval.as_millis() as u64 {
                         tracing::info!(silent_ms, "peer stopped answering pings");
                         break Some(CloseReason::new(CloseReason::GOING_AWAY, "ping timeout"));
                     }
-                    if self.sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
-                        break None;
+                    tokio::select! {
+                        biased;
+                        reason = stop_signal(&shutdown, &mut close, &mut kick, &done) => break reason,
+                        sent = sink.send(WsMessage::Ping(Bytes::new())) => {
+                            if sent.is_err() {
+                                break None;
+                            }
+                        }
                     }
                 }
-                // The reader ended: the client is gone or already closing.
-                _ = self.done.cancelled() => break None,
             }
         };
         if let Some(reason) = reason {
@@ -355,22 +368,56 @@ impl Writer {
                 code: reason.code,
                 reason: reason.reason.into(),
             };
-            let _ = self.sink.send(WsMessage::Close(Some(frame))).await;
+            // A client that does not read cannot take a close frame either.
+            let _ =
+                tokio::time::timeout(CLOSE_SEND_TIMEOUT, sink.send(WsMessage::Close(Some(frame))))
+                    .await;
         }
-        let _ = self.sink.close().await;
-        self.done.cancel();
+        let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, sink.close()).await;
+        done.cancel();
     }
+}
 
-    /// Writes `first` and whatever else is queued, with one flush.
-    async fn write_batch(&mut self, first: Bytes) -> bool {
-        let mut next = Some(first);
-        while let Some(frame) = next {
-            crate::metrics::frame_sent(frame.len());
-            if self.sink.feed(WsMessage::Binary(frame)).await.is_err() {
-                return false;
-            }
-            next = self.outbound.try_recv();
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Resolves when the writer must stop, with the close frame to send, if any.
+async fn stop_signal(
+    shutdown: &CancellationToken,
+    close: &mut mpsc::Receiver<CloseReason>,
+    kick: &mut oneshot::Receiver<CloseReason>,
+    done: &CancellationToken,
+) -> Option<CloseReason> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => {
+            Some(CloseReason::new(CloseReason::GOING_AWAY, "server shutting down"))
         }
-        self.sink.flush().await.is_ok()
+        // The reader's own refusal wins over anything the actor does after
+        // the reader left (dropping the kick sender included).
+        Some(reason) = close.recv() => Some(reason),
+        kicked = kick => match kicked {
+            Ok(reason) => Some(reason),
+            // The actor dropped us without a reason: it stopped.
+            Err(_) => Some(CloseReason::new(CloseReason::GOING_AWAY, "document closed")),
+        },
+        // The reader ended: the client is gone or already closing.
+        _ = done.cancelled() => None,
     }
+}
+
+/// Writes `first` and whatever else is queued, with one flush.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    outbound: &mut OutboundReceiver,
+    first: Bytes,
+) -> bool {
+    let mut next = Some(first);
+    while let Some(frame) = next {
+        crate::metrics::frame_sent(frame.len());
+        if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+            return false;
+        }
+        next = outbound.try_recv();
+    }
+    sink.flush().await.is_ok()
 }
