@@ -60,7 +60,9 @@ pub(super) struct DocActor {
     pub updated_at_ms: i64,
     pub(super) conns: HashMap<ConnId, Link>,
     /// Change feed for SSE subscribers; a lagging one resubscribes.
-    events: broadcast::Sender<DocEvent>,
+    /// Created on first subscription: its ring buffer would otherwise cost
+    /// every loaded document more than the document itself.
+    events: Option<broadcast::Sender<DocEvent>>,
     pub(super) cluster: Option<Cluster>,
     /// `AwaitPeers` callers and their deadlines.
     pub(super) peer_waiters: Vec<(oneshot::Sender<bool>, Instant)>,
@@ -128,7 +130,7 @@ impl DocActor {
             log_bytes: loaded.log_bytes,
             updated_at_ms: loaded.updated_at_ms,
             conns: HashMap::new(),
-            events: broadcast::channel(EVENT_BUFFER).0,
+            events: None,
             cluster,
             peer_waiters: Vec::new(),
         }
@@ -174,7 +176,7 @@ impl DocActor {
                     _ = resync.tick(), if self.cluster.is_some() => self.request_sync(false, false),
                     _ = sleep_until(idle_deadline) => {
                         // Change-feed subscribers keep a document loaded too.
-                        if self.events.receiver_count() == 0
+                        if self.subscribers() == 0
                             && self.registry.remove_if_idle(&self.name, self.actor_id, &rx) {
                             rx.close();
                             // Commands that raced in are dropped: their reply
@@ -195,6 +197,13 @@ impl DocActor {
         }
         .instrument(span)
         .await
+    }
+
+    /// Change-feed subscribers right now.
+    fn subscribers(&self) -> usize {
+        self.events
+            .as_ref()
+            .map_or(0, broadcast::Sender::receiver_count)
     }
 
     pub(super) fn deleted(&self) -> bool {
@@ -274,7 +283,10 @@ impl DocActor {
             DocCommand::Subscribe { reply } => {
                 let _ = reply.send(Subscription {
                     snapshot: self.doc.encode_state_v1(),
-                    events: self.events.subscribe(),
+                    events: self
+                        .events
+                        .get_or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
+                        .subscribe(),
                 });
             }
             DocCommand::Remote(message) => self.on_remote(message).await,
@@ -361,8 +373,8 @@ impl DocActor {
             }
         }
         self.resolve_peer_waiters();
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(DocEvent::Update(update));
+        if let Some(events) = self.events.as_ref().filter(|e| e.receiver_count() > 0) {
+            let _ = events.send(DocEvent::Update(update));
         }
         if self.log_bytes > self.settings.compact_log_bytes {
             self.compact().await;
@@ -455,7 +467,9 @@ impl DocActor {
             );
         }
         self.registry.remove_actor(&self.name, self.actor_id);
-        let _ = self.events.send(DocEvent::Deleted);
+        if let Some(events) = &self.events {
+            let _ = events.send(DocEvent::Deleted);
+        }
         if let Err(e) = self.store.delete(self.name.clone()).await {
             tracing::error!(error = %e, "delete failed");
         }

@@ -26,8 +26,8 @@ use std::sync::atomic::Ordering;
 
 /// Small socket buffers: most frames are keystrokes, and memory per idle
 /// connection is what limits how many a node holds.
-const READ_BUFFER: usize = 4 * 1024;
-const WRITE_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
+const WRITE_BUFFER: usize = 1024;
 
 pub async fn upgrade(
     State(app): State<AppState>,
