@@ -16,6 +16,7 @@ use crate::names::DocName;
 use bytes::Bytes;
 use crdt_core::cluster::{Body, ClusterMessage};
 use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,9 +49,12 @@ pub struct ClusterOptions {
     pub resync_interval: Duration,
 }
 
+/// Subscription changes, tagged with the actor that asks: an actor that
+/// unloads may send its unsubscribe after a new actor for the same document
+/// subscribed, and must not unsubscribe its successor.
 enum SubCommand {
-    Subscribe(String, oneshot::Sender<bool>),
-    Unsubscribe(String),
+    Subscribe(String, u64, oneshot::Sender<bool>),
+    Unsubscribe(String, u64),
 }
 
 #[derive(Clone)]
@@ -165,12 +169,16 @@ impl Cluster {
 
     /// Subscribes to a document's channel; false if Redis is unreachable
     /// (the subscriber resubscribes every loaded document on reconnect).
-    pub async fn subscribe(&self, doc: &DocName) -> bool {
+    pub async fn subscribe(&self, doc: &DocName, actor_id: u64) -> bool {
         let (ack, rx) = oneshot::channel();
         if self
             .inner
             .subscriptions
-            .send(SubCommand::Subscribe(doc_channel(doc.as_str()), ack))
+            .send(SubCommand::Subscribe(
+                doc_channel(doc.as_str()),
+                actor_id,
+                ack,
+            ))
             .await
             .is_err()
         {
@@ -179,21 +187,28 @@ impl Cluster {
         rx.await.unwrap_or(false)
     }
 
-    pub fn unsubscribe(&self, doc: &DocName) {
+    pub fn unsubscribe(&self, doc: &DocName, actor_id: u64) {
         let _ = self
             .inner
             .subscriptions
-            .try_send(SubCommand::Unsubscribe(doc_channel(doc.as_str())));
+            .try_send(SubCommand::Unsubscribe(doc_channel(doc.as_str()), actor_id));
     }
 }
 
+/// Publishes queued messages in order. A message is not given up when a
+/// publish fails: the publisher reconnects (with backoff) and sends it again,
+/// so the sync request a node sends right after an outage is not lost to a
+/// connection that only turned out dead when used. While Redis stays down the
+/// queue fills and further messages are refused at the source; peers heal
+/// those by state vector.
 async fn publisher(
     client: redis::Client,
     mut rx: mpsc::Receiver<(String, Bytes)>,
     cluster: Cluster,
     shutdown: CancellationToken,
 ) {
-    let mut connection: Option<redis::aio::ConnectionManager> = None;
+    let mut connection: Option<redis::aio::MultiplexedConnection> = None;
+    let mut backoff = Duration::from_millis(50);
     loop {
         let (channel, payload) = tokio::select! {
             next = rx.recv() => match next {
@@ -202,32 +217,37 @@ async fn publisher(
             },
             _ = shutdown.cancelled() => return,
         };
-        if connection.is_none() {
-            match redis::aio::ConnectionManager::new(client.clone()).await {
-                Ok(c) => connection = Some(c),
-                Err(e) => {
-                    // Dropped on purpose: peers heal by state vector once
-                    // Redis is back; waiting would stall every document.
-                    tracing::debug!(error = %e, "cannot publish: redis unreachable");
-                    cluster.set_error(&e);
-                    continue;
+        loop {
+            if connection.is_none() {
+                match client.get_multiplexed_async_connection().await {
+                    Ok(c) => connection = Some(c),
+                    Err(e) => tracing::debug!(error = %e, "cannot publish: redis unreachable"),
                 }
             }
-        }
-        let Some(conn) = connection.as_mut() else {
-            continue;
-        };
-        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(payload.as_ref())
-            .query_async(conn)
-            .await;
-        match published {
-            Ok(_) => crate::metrics::redis_published(),
-            Err(e) => {
-                tracing::debug!(error = %e, "publish failed");
-                cluster.set_error(&e);
+            if let Some(conn) = connection.as_mut() {
+                let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(payload.as_ref())
+                    .query_async(conn)
+                    .await;
+                match published {
+                    Ok(_) => {
+                        crate::metrics::redis_published();
+                        backoff = Duration::from_millis(50);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "publish failed; reconnecting");
+                        cluster.set_error(&e);
+                        connection = None;
+                    }
+                }
             }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 }
@@ -241,6 +261,7 @@ async fn subscriber(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut owners: HashMap<String, u64> = HashMap::new();
     loop {
         match client.get_async_pubsub().await {
             Ok(pubsub) => {
@@ -269,11 +290,15 @@ async fn subscriber(
                     loop {
                         tokio::select! {
                             command = commands.recv() => match command {
-                                Some(SubCommand::Subscribe(channel, ack)) => {
+                                Some(SubCommand::Subscribe(channel, actor, ack)) => {
+                                    owners.insert(channel.clone(), actor);
                                     let _ = ack.send(sink.subscribe(&channel).await.is_ok());
                                 }
-                                Some(SubCommand::Unsubscribe(channel)) => {
-                                    let _ = sink.unsubscribe(&channel).await;
+                                Some(SubCommand::Unsubscribe(channel, actor)) => {
+                                    if owners.get(&channel) == Some(&actor) {
+                                        owners.remove(&channel);
+                                        let _ = sink.unsubscribe(&channel).await;
+                                    }
                                 }
                                 None => return,
                             },
@@ -306,8 +331,15 @@ async fn subscriber(
             tokio::select! {
                 _ = &mut retry => break,
                 command = commands.recv() => match command {
-                    Some(SubCommand::Subscribe(_, ack)) => { let _ = ack.send(false); }
-                    Some(SubCommand::Unsubscribe(_)) => {}
+                    Some(SubCommand::Subscribe(channel, actor, ack)) => {
+                        owners.insert(channel, actor);
+                        let _ = ack.send(false);
+                    }
+                    Some(SubCommand::Unsubscribe(channel, actor)) => {
+                        if owners.get(&channel) == Some(&actor) {
+                            owners.remove(&channel);
+                        }
+                    }
                     None => return,
                 },
                 _ = shutdown.cancelled() => return,

@@ -171,8 +171,10 @@ pub struct DocDetails {
 /// `GET /api/docs/{doc}`.
 pub async fn info(
     State(app): State<AppState>,
+    Auth(access): Auth,
     DocPath(name): DocPath,
 ) -> Result<Json<DocDetails>, AppError> {
+    access.require_read(&name)?;
     let info: DocInfo = app
         .registry
         .with_doc(&name, false, |h| async move {
@@ -344,8 +346,10 @@ pub async fn post_update(
 /// `DELETE /api/docs/{doc}`: closes its connections (4404) and removes it.
 pub async fn delete(
     State(app): State<AppState>,
+    Auth(access): Auth,
     DocPath(name): DocPath,
 ) -> Result<StatusCode, AppError> {
+    app.auth.require_admin(&access)?;
     if app.registry.delete(&name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

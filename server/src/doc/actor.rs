@@ -142,7 +142,7 @@ impl DocActor {
             tracing::debug!("loaded");
             if let Some(cluster) = self.cluster.clone() {
                 // Subscribe before asking, so no answer is missed.
-                cluster.subscribe(&self.name).await;
+                cluster.subscribe(&self.name, self.actor_id).await;
                 self.request_sync(true, true);
             }
             let resync_every = self
@@ -191,7 +191,7 @@ impl DocActor {
                 }
             }
             if let Some(cluster) = &self.cluster {
-                cluster.unsubscribe(&self.name);
+                cluster.unsubscribe(&self.name, self.actor_id);
             }
             self.compact().await;
         }

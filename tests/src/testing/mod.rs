@@ -11,11 +11,15 @@
 //! Which binary: `QUIRE_BIN` if set, otherwise `<target>/debug/quire`,
 //! built once per test process with `cargo build -p quire-server --bin quire`
 //! so that the suite never runs a stale server.
+//!
+//! [`RedisServer`] runs a private `redis-server` for the cluster suite.
 
 mod binary;
 mod log;
+pub mod redis;
 
 pub use binary::quire_binary;
+pub use redis::RedisServer;
 
 use crate::{Client, ClientConfig, ClientError};
 use log::ServerLog;

@@ -5,9 +5,12 @@
 //! One test binary (modules below) keeps link time down. Timeouts are failure
 //! guards, never speed assertions.
 
+mod auth;
 mod awareness;
+mod limits;
 mod malformed;
 mod names;
+mod ops;
 mod persistence;
 mod protocol;
 mod rest;

@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use base64::Engine;
 use quire_client::testing::TestServer;
 use quire_client::Client;
@@ -86,6 +86,8 @@ pub fn segment(name: &str) -> String {
 pub struct Rest {
     http: reqwest::Client,
     base: String,
+    /// Sent as `Authorization: Bearer …` on every request, when set.
+    token: Option<String>,
 }
 
 impl Rest {
@@ -93,29 +95,86 @@ impl Rest {
         Rest {
             http: reqwest::Client::new(),
             base: server.http_url(""),
+            token: None,
+        }
+    }
+
+    /// The same server, with `token` as the bearer token of every request.
+    pub fn with_token(server: &TestServer, token: &str) -> Rest {
+        Rest {
+            token: Some(token.to_owned()),
+            ..Rest::new(server)
+        }
+    }
+
+    /// A request to `path`, carrying the token if there is one.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
     }
 
     pub async fn get(&self, path: &str) -> Result<reqwest::Response> {
-        Ok(self.http.get(format!("{}{path}", self.base)).send().await?)
+        Ok(self.request(reqwest::Method::GET, path).send().await?)
     }
 
     pub async fn post(&self, path: &str, body: Vec<u8>) -> Result<reqwest::Response> {
         Ok(self
-            .http
-            .post(format!("{}{path}", self.base))
+            .request(reqwest::Method::POST, path)
             .header("content-type", "application/octet-stream")
             .body(body)
             .send()
             .await?)
     }
 
-    pub async fn delete(&self, path: &str) -> Result<reqwest::Response> {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response> {
         Ok(self
-            .http
-            .delete(format!("{}{path}", self.base))
+            .request(reqwest::Method::POST, path)
+            .json(body)
             .send()
             .await?)
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<reqwest::Response> {
+        Ok(self.request(reqwest::Method::DELETE, path).send().await?)
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> Result<String> {
+        let response = self.get("/metrics").await?;
+        ensure!(
+            response.status().is_success(),
+            "GET /metrics: {}",
+            response.status()
+        );
+        Ok(response.text().await?)
+    }
+
+    /// Polls `/metrics` until `name{labels}` satisfies `accept`; returns
+    /// the value seen then.
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        mut accept: impl FnMut(f64) -> bool,
+    ) -> Result<f64> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let value = metric(&self.metrics().await?, name, labels);
+            if let Some(value) = value.filter(|v| accept(*v)) {
+                return Ok(value);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{name}{labels:?} stayed at {value:?} for {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `GET /api/docs/{doc}/snapshot?{query}`, which must succeed.
@@ -186,4 +245,191 @@ pub fn sv_base64(sv: &StateVector) -> String {
 pub fn decode_sv(b64: &str) -> Result<StateVector> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
     Ok(StateVector::decode_v1(&bytes)?)
+}
+
+/// The sum of every series of metric `name` whose labels include `labels`,
+/// in Prometheus text; `None` when no series matches.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let wanted = labels.iter().all(|(k, v)| {
+            series_labels
+                .split(',')
+                .any(|pair| pair == format!("{k}=\"{v}\""))
+        });
+        if series_name == name && wanted {
+            if let Ok(value) = value.parse::<f64>() {
+                *sum.get_or_insert(0.0) += value;
+            }
+        }
+    }
+    sum
+}
+
+/// A WebSocket opened with `tokio-tungstenite`, for upgrades with headers.
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How the server answered an upgrade request.
+pub enum Upgrade {
+    /// 101: the socket is open.
+    Open(Box<WsStream>),
+    /// Any other HTTP status, with the body.
+    Refused { status: u16, body: String },
+}
+
+impl Upgrade {
+    /// 101 for an open socket, else the refusal's status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Upgrade::Open(_) => 101,
+            Upgrade::Refused { status, .. } => *status,
+        }
+    }
+}
+
+/// Sends a WebSocket upgrade to `url` with extra request `headers`
+/// (`Origin`, `Authorization`, …).
+pub async fn upgrade_with(url: &str, headers: &[(&str, &str)]) -> Result<Upgrade> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let mut request = url.into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            HeaderName::from_bytes(name.as_bytes())?,
+            HeaderValue::from_str(value)?,
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(Upgrade::Open(Box::new(socket))),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Ok(Upgrade::Refused {
+            status: response.status().as_u16(),
+            body: response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The status of a plain upgrade to `url`: 101 if it opened (the socket is
+/// dropped again), else the HTTP status the server refused it with.
+pub async fn upgrade_status(url: &str) -> Result<u16> {
+    Ok(upgrade_with(url, &[]).await?.status())
+}
+
+/// A WebSocket client made by hand on a plain TCP stream: after the
+/// handshake it does only what the test tells it to, so it can stop
+/// reading, never answer pings, or hold its receive window shut.
+pub struct HandClient {
+    pub stream: tokio::net::TcpStream,
+    /// The HTTP status of the upgrade answer.
+    pub status: u16,
+    /// The answer's head, status line and headers.
+    pub head: String,
+}
+
+impl HandClient {
+    /// Connects to `addr` and sends an upgrade request for `path` with extra
+    /// `headers`; reads the answer's head and nothing after it. With
+    /// `recv_buffer`, the socket's receive buffer is set that small first,
+    /// so the kernel holds little on the client's behalf.
+    pub async fn upgrade(
+        addr: std::net::SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        recv_buffer: Option<u32>,
+    ) -> Result<HandClient> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes)?;
+        }
+        let mut stream = socket.connect(addr).await?;
+        let mut request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        // Byte by byte, so no WebSocket frame after the head is consumed.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            ensure!(head.len() < 16 * 1024, "upgrade answer head too long");
+            let byte = tokio::time::timeout(WAIT, stream.read_u8())
+                .await
+                .context("no upgrade answer")??;
+            head.push(byte);
+        }
+        let head = String::from_utf8(head)?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("no status in {head:?}"))?;
+        Ok(HandClient {
+            stream,
+            status,
+            head,
+        })
+    }
+
+    /// Sends `payload` as one masked binary frame, as a client must.
+    pub async fn send_binary(&mut self, payload: &[u8]) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(&masked_frame(0x2, payload)).await?;
+        Ok(())
+    }
+
+    /// Reads and discards everything until the server ends the connection
+    /// (EOF or reset); returns how many bytes arrived.
+    pub async fn drain_to_end(&mut self, timeout: Duration) -> Result<usize> {
+        use tokio::io::AsyncReadExt;
+        let mut total = 0;
+        let mut buf = vec![0; 64 * 1024];
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
+                Err(_) => {
+                    bail!("the connection was still open after {timeout:?} ({total} bytes read)")
+                }
+                Ok(Ok(0)) => return Ok(total),
+                Ok(Ok(n)) => total += n,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(total),
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// One final client-to-server frame with `opcode`, masked (RFC 6455 5.3).
+pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&MASK);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    frame
 }

@@ -1,0 +1,27 @@
+//! Cluster suite: several real `quire` processes, each with its own sled
+//! directory, share one private `redis-server`
+//! ([`RedisServer`](quire_client::testing::RedisServer)) and are driven only
+//! over WebSocket and HTTP, as clients behind a load balancer would.
+//!
+//! Every node runs with the periodic resync out of reach
+//! ([`support::NO_PERIODIC_RESYNC`]): each test passes only through the
+//! mechanism it names (relay over pub/sub, healing when a document loads,
+//! healing after a Redis reconnect). Timeouts are failure guards, never
+//! speed assertions. `redis-server` must be installed (or named by
+//! `REDIS_SERVER`); without it every test fails and says so.
+//!
+//! | module | what it specifies |
+//! |---|---|
+//! | [`relay`] | edits and presence cross nodes: concurrent words, the B4 trace, awareness |
+//! | [`rest`] | REST on one node reaches clients of another; reads of unseen documents ask peers; DELETE everywhere; metrics |
+//! | [`failover`] | `kill -9` of a node: its clients move to survivors and lose nothing |
+//! | [`outage`] | Redis down: nodes keep serving, are not ready, and heal after it returns |
+//! | [`restart`] | a node restarted on a stale sled copy catches up from its peers |
+
+mod failover;
+mod outage;
+mod relay;
+mod rest;
+mod restart;
+mod support;
+mod trace;
