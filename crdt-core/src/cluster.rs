@@ -4,10 +4,12 @@
 //! message      = u8 version (1) | u8 kind | varString origin node | varString doc | body
 //! kind 0 update       body = varUint8Array(v1 update)
 //! kind 1 awareness    body = varUint8Array(awareness update)
-//! kind 2 sync request body = varUint8Array(state vector) | varUint(delete-set digest) | u8 want awareness
+//! kind 2 sync request body = state | varUint want awareness
 //! kind 3 sync reply   body = varString target node | varUint8Array(v1 update)
-//!                            | u8 has state | [varUint8Array(state vector) | varUint(digest)]
-//! kind 4 deleted      body = (empty)
+//!                            | varUint has state | [state]
+//! kind 4 deleted      body = varUint(deleted at, Unix millis)
+//! state               = varUint8Array(state vector) | varUint(delete-set digest)
+//!                       | varUint(last change of this copy, Unix millis)
 //! ```
 //!
 //! Pub/sub is at-most-once, so nodes heal by state vector: a node sends a
@@ -16,6 +18,10 @@
 //! the requester lacks, or that lacks something itself, answers with a
 //! sync reply carrying the diff and its own state, and the requester sends
 //! back what the peer lacks.
+//!
+//! Deletions leave tombstones. A copy last changed before a tombstone is
+//! stale (its node was away when the document was deleted): a node holding
+//! the tombstone answers it with `deleted` instead of taking its content.
 
 use crate::state_vector::{decode_state_vector, encode_state_vector};
 use crate::wire::{Reader, WireError, Writer};
@@ -46,6 +52,8 @@ pub enum ClusterError {
 pub struct PeerState {
     pub state_vector: StateVector,
     pub delete_set_digest: u64,
+    /// When this copy last changed (Unix millis), to compare with tombstones.
+    pub updated_at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +69,9 @@ pub enum Body {
         update: Vec<u8>,
         state: Option<PeerState>,
     },
-    Deleted,
+    Deleted {
+        at_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +84,7 @@ pub struct ClusterMessage {
 fn write_state(w: &mut Writer, state: &PeerState) {
     w.write_var_bytes(&encode_state_vector(&state.state_vector));
     w.write_var_u64(state.delete_set_digest);
+    w.write_var_u64(state.updated_at_ms);
 }
 
 fn read_state(r: &mut Reader<'_>) -> Result<PeerState, ClusterError> {
@@ -81,9 +92,11 @@ fn read_state(r: &mut Reader<'_>) -> Result<PeerState, ClusterError> {
     let state_vector =
         decode_state_vector(sv).map_err(|e| ClusterError::StateVector(e.to_string()))?;
     let delete_set_digest = r.read_var_u64("delete set digest")?;
+    let updated_at_ms = r.read_var_u64("updated at")?;
     Ok(PeerState {
         state_vector,
         delete_set_digest,
+        updated_at_ms,
     })
 }
 
@@ -95,7 +108,7 @@ impl ClusterMessage {
             Body::Awareness(_) => KIND_AWARENESS,
             Body::SyncRequest { .. } => KIND_SYNC_REQUEST,
             Body::SyncReply { .. } => KIND_SYNC_REPLY,
-            Body::Deleted => KIND_DELETED,
+            Body::Deleted { .. } => KIND_DELETED,
         };
         let mut out = vec![VERSION, kind];
         w.write_var_string(&self.origin);
@@ -124,7 +137,7 @@ impl ClusterMessage {
                     None => w.write_var_u64(0),
                 }
             }
-            Body::Deleted => {}
+            Body::Deleted { at_ms } => w.write_var_u64(*at_ms),
         }
         out.extend_from_slice(&w.into_inner());
         out
@@ -154,7 +167,9 @@ impl ClusterMessage {
                     _ => Some(read_state(&mut r)?),
                 },
             },
-            KIND_DELETED => Body::Deleted,
+            KIND_DELETED => Body::Deleted {
+                at_ms: r.read_var_u64("deleted at")?,
+            },
             other => return Err(ClusterError::Kind(other)),
         };
         r.finish()?;
@@ -216,6 +231,7 @@ mod tests {
         let state = PeerState {
             state_vector: sv(&[(1, 5), (9, 2)]),
             delete_set_digest: 77,
+            updated_at_ms: 1_700_000_000_000,
         };
         let bodies = vec![
             Body::Update(vec![1, 2, 3]),
@@ -234,7 +250,7 @@ mod tests {
                 update: vec![],
                 state: None,
             },
-            Body::Deleted,
+            Body::Deleted { at_ms: 42 },
         ];
         for body in bodies {
             let message = ClusterMessage {
@@ -256,7 +272,7 @@ mod tests {
             (&[2, 0], "version 2"),
             (&[1, 9, 0, 0], "kind 9"),
             (&[1, 0, 1, b'a', 1, b'd', 5, 1], "declares 5 bytes"),
-            (&[1, 4, 0, 0, 0], "unexpected bytes"),
+            (&[1, 4, 0, 0, 0, 0], "unexpected bytes"),
         ];
         for (input, needle) in cases {
             let err = ClusterMessage::decode(input).expect_err("malformed");

@@ -125,12 +125,13 @@ impl Document {
 
     /// This node's state for cluster healing: the state vector and a digest
     /// of the delete set (deletions do not advance a state vector).
-    pub fn peer_state(&self) -> crate::cluster::PeerState {
+    pub fn peer_state(&self, updated_at_ms: u64) -> crate::cluster::PeerState {
         let txn = self.doc.transact();
         let snapshot = txn.snapshot();
         crate::cluster::PeerState {
             state_vector: snapshot.state_map,
             delete_set_digest: crate::cluster::delete_set_digest(&snapshot.delete_set),
+            updated_at_ms,
         }
     }
 

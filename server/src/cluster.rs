@@ -366,20 +366,38 @@ async fn route(cluster: &Cluster, registry: &Registry, tracker: &TaskTracker, pa
         return;
     };
     match &message.body {
-        Body::Deleted => {
+        Body::Deleted { at_ms } if registry.loaded(&name).is_none() => {
+            let at_ms = i64::try_from(*at_ms).unwrap_or(i64::MAX);
             let registry = registry.clone();
             tracker.spawn(async move {
-                if let Err(e) = registry.delete_local(&name).await {
+                if let Err(e) = registry.delete_stored_if_older(&name, at_ms).await {
                     tracing::warn!(error = %e, doc = %name, "remote delete failed");
                 }
             });
         }
-        Body::SyncRequest { .. } if registry.loaded(&name).is_none() => {
-            // Stored here but not loaded: load it so it can answer.
+        Body::SyncRequest { state, .. } if registry.loaded(&name).is_none() => {
+            // Stored here but not loaded: load it so it can answer. Deleted
+            // here since the requester's copy last changed: say so.
+            let requester_at = i64::try_from(state.updated_at_ms).unwrap_or(i64::MAX);
             let registry = registry.clone();
+            let cluster = cluster.clone();
             tracker.spawn(async move {
-                if let Ok(handle) = registry.open_stored(&name).await {
-                    let _ = handle.send(DocCommand::Remote(message)).await;
+                match registry.open_stored(&name).await {
+                    Ok(handle) => {
+                        let _ = handle.send(DocCommand::Remote(message)).await;
+                    }
+                    Err(_) => {
+                        if let Ok(Some(at)) = registry.tombstone(&name).await {
+                            if requester_at <= at {
+                                cluster.publish_control(
+                                    &name,
+                                    Body::Deleted {
+                                        at_ms: at.max(0) as u64,
+                                    },
+                                );
+                            }
+                        }
+                    }
                 }
             });
         }

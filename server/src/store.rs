@@ -12,6 +12,7 @@
 //! m{name}              -> meta: updated_at millis (i64 BE) ++ bytes (u64 BE) ++ last seq (u64 BE)
 //! s{name}              -> snapshot (v1 update)
 //! l{name}\0{seq u64 BE} -> logged update (v1), applied after the snapshot in seq order
+//! t{name}              -> tombstone: when the document was deleted (i64 BE millis)
 //! node_id              -> this node's id
 //! ```
 //! Names never contain `\0`, so `l{name}\0` is a prefix of exactly one log.
@@ -79,6 +80,9 @@ pub struct StoredDoc {
     pub snapshot: Option<Vec<u8>>,
     pub log: Vec<(u64, Vec<u8>)>,
     pub meta: Option<DocMeta>,
+    /// When a document of this name was last deleted, if ever: in a cluster,
+    /// a copy older than this on another node must not bring it back.
+    pub tombstone_ms: Option<i64>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -100,7 +104,13 @@ enum Op {
     },
     Delete {
         doc: DocName,
+        at_ms: i64,
+        only_if_older: bool,
         done: Reply<bool>,
+    },
+    Tombstone {
+        doc: DocName,
+        reply: Reply<Option<i64>>,
     },
     Load {
         doc: DocName,
@@ -233,9 +243,33 @@ impl Store {
         .await
     }
 
-    /// Removes a document; false if it was not stored.
-    pub async fn delete(&self, doc: DocName) -> Result<bool, StoreError> {
-        self.call(|done| Op::Delete { doc, done }).await
+    /// Removes a document and leaves a tombstone dated `at_ms`; false if it
+    /// was not stored.
+    pub async fn delete(&self, doc: DocName, at_ms: i64) -> Result<bool, StoreError> {
+        self.call(|done| Op::Delete {
+            doc,
+            at_ms,
+            only_if_older: false,
+            done,
+        })
+        .await
+    }
+
+    /// A deletion another node made at `at_ms`: removes the stored copy only
+    /// if it was last changed no later than that (a newer copy was re-created
+    /// since), and remembers the tombstone either way.
+    pub async fn delete_if_older(&self, doc: DocName, at_ms: i64) -> Result<bool, StoreError> {
+        self.call(|done| Op::Delete {
+            doc,
+            at_ms,
+            only_if_older: true,
+            done,
+        })
+        .await
+    }
+
+    pub async fn tombstone(&self, doc: DocName) -> Result<Option<i64>, StoreError> {
+        self.call(|reply| Op::Tombstone { doc, reply }).await
     }
 
     pub async fn load(&self, doc: DocName) -> Result<StoredDoc, StoreError> {
@@ -283,6 +317,12 @@ fn meta_key(doc: &str) -> Vec<u8> {
 fn snapshot_key(doc: &str) -> Vec<u8> {
     let mut k = meta_key(doc);
     k[0] = b's';
+    k
+}
+
+fn tombstone_key(doc: &str) -> Vec<u8> {
+    let mut k = meta_key(doc);
+    k[0] = b't';
     k
 }
 
@@ -413,10 +453,18 @@ impl Worker {
                 self.mark_dirty();
                 let _ = done.send(result);
             }
-            Op::Delete { doc, done } => {
-                let result = self.delete(&doc);
+            Op::Delete {
+                doc,
+                at_ms,
+                only_if_older,
+                done,
+            } => {
+                let result = self.delete(&doc, at_ms, only_if_older);
                 self.mark_dirty();
                 let _ = done.send(result);
+            }
+            Op::Tombstone { doc, reply } => {
+                let _ = reply.send(self.tombstone(&doc));
             }
             Op::Load { doc, reply } => {
                 let _ = reply.send(self.load(&doc));
@@ -460,18 +508,35 @@ impl Worker {
         self.record(result)
     }
 
-    fn delete(&self, doc: &DocName) -> Result<bool, StoreError> {
-        let existed = self.record(self.db.contains_key(meta_key(doc.as_str())))?;
+    fn delete(&self, doc: &DocName, at_ms: i64, only_if_older: bool) -> Result<bool, StoreError> {
+        let meta = match self.record(self.db.get(meta_key(doc.as_str())))? {
+            Some(raw) => Some(DocMeta::decode(&raw)?),
+            None => None,
+        };
         let mut batch = sled::Batch::default();
-        for entry in self.db.scan_prefix(log_prefix(doc.as_str())) {
-            let (key, _) = self.record(entry)?;
-            batch.remove(key);
+        let newer = self.tombstone(doc)?.is_some_and(|t| t >= at_ms);
+        if !newer {
+            batch.insert(tombstone_key(doc.as_str()), &at_ms.to_be_bytes()[..]);
         }
-        batch.remove(snapshot_key(doc.as_str()));
-        batch.remove(meta_key(doc.as_str()));
+        let remove = meta.is_some_and(|m| !only_if_older || m.updated_at_ms <= at_ms);
+        if remove {
+            for entry in self.db.scan_prefix(log_prefix(doc.as_str())) {
+                let (key, _) = self.record(entry)?;
+                batch.remove(key);
+            }
+            batch.remove(snapshot_key(doc.as_str()));
+            batch.remove(meta_key(doc.as_str()));
+        }
         let result = self.db.apply_batch(batch);
         self.record(result)?;
-        Ok(existed)
+        Ok(remove)
+    }
+
+    fn tombstone(&self, doc: &DocName) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .record(self.db.get(tombstone_key(doc.as_str())))?
+            .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+            .map(i64::from_be_bytes))
     }
 
     fn load(&self, doc: &DocName) -> Result<StoredDoc, StoreError> {
@@ -492,6 +557,7 @@ impl Worker {
             snapshot,
             log,
             meta,
+            tombstone_ms: self.tombstone(doc)?,
         })
     }
 
@@ -609,10 +675,19 @@ mod tests {
             .expect("list");
         assert_eq!(page.len(), 1);
 
-        assert!(store.delete(name("a/b")).await.expect("delete"));
-        assert!(!store.delete(name("a/b")).await.expect("delete"));
+        assert!(store.delete(name("a/b"), 100).await.expect("delete"));
+        assert!(!store.delete(name("a/b"), 100).await.expect("delete"));
         let gone = store.load(name("a/b")).await.expect("load");
         assert!(gone.snapshot.is_none() && gone.log.is_empty() && gone.meta.is_none());
+        assert_eq!(gone.tombstone_ms, Some(100));
+
+        // A remote deletion older than the last change keeps the copy.
+        assert!(!store
+            .delete_if_older(name("a/bc"), 6)
+            .await
+            .expect("delete"));
+        assert!(store.load(name("a/bc")).await.expect("load").meta.is_some());
+        assert_eq!(store.tombstone(name("a/bc")).await.expect("t"), Some(6));
 
         store.shutdown().await.expect("shutdown");
         thread.join().expect("thread");

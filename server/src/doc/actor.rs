@@ -58,6 +58,8 @@ pub(super) struct DocActor {
     pub snapshot_bytes: u64,
     pub log_bytes: u64,
     pub updated_at_ms: i64,
+    /// When a document of this name was last deleted, if ever.
+    pub(super) tombstone_ms: Option<i64>,
     pub(super) conns: HashMap<ConnId, Link>,
     /// Change feed for SSE subscribers; a lagging one resubscribes.
     /// Created on first subscription: its ring buffer would otherwise cost
@@ -89,6 +91,7 @@ impl Source {
 const EVENT_BUFFER: usize = 256;
 
 pub(super) struct LoadedState {
+    pub tombstone_ms: Option<i64>,
     pub doc: Document,
     pub next_seq: u64,
     pub first_unsnapshotted_seq: u64,
@@ -97,7 +100,7 @@ pub(super) struct LoadedState {
     pub updated_at_ms: i64,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -129,6 +132,7 @@ impl DocActor {
             snapshot_bytes: loaded.snapshot_bytes,
             log_bytes: loaded.log_bytes,
             updated_at_ms: loaded.updated_at_ms,
+            tombstone_ms: loaded.tombstone_ms,
             conns: HashMap::new(),
             events: None,
             cluster,
@@ -277,7 +281,7 @@ impl DocActor {
                 let _ = reply.send(self.apply(update, Source::Rest).await);
             }
             DocCommand::Delete { propagate, reply } => {
-                self.delete(propagate).await;
+                self.delete(now_ms(), propagate).await;
                 let _ = reply.send(());
             }
             DocCommand::Subscribe { reply } => {
@@ -444,19 +448,26 @@ impl DocActor {
     /// storage holds every update that applied before, so rebuild from it.
     async fn reload(&mut self) {
         match super::registry::load_state(&self.store, &self.name).await {
-            Ok(Some(state)) => {
+            Ok((Some(state), _)) => {
                 self.doc = state.doc;
                 tracing::warn!("reloaded document after engine panic");
             }
-            Ok(None) => self.doc = Document::new(),
+            Ok((None, _)) => self.doc = Document::new(),
             Err(e) => tracing::error!(error = %e, "reload after engine panic failed"),
         }
     }
 
-    pub(super) async fn delete(&mut self, propagate: bool) {
+    /// Deletes the document (closing its sockets with 4404) and leaves a
+    /// tombstone dated `at_ms`; `propagate` tells every other node.
+    pub(super) async fn delete(&mut self, at_ms: i64, propagate: bool) {
         if propagate {
             if let Some(cluster) = &self.cluster {
-                cluster.publish_control(&self.name, Body::Deleted);
+                cluster.publish_control(
+                    &self.name,
+                    Body::Deleted {
+                        at_ms: at_ms.max(0) as u64,
+                    },
+                );
             }
         }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -470,7 +481,7 @@ impl DocActor {
         if let Some(events) = &self.events {
             let _ = events.send(DocEvent::Deleted);
         }
-        if let Err(e) = self.store.delete(self.name.clone()).await {
+        if let Err(e) = self.store.delete(self.name.clone(), at_ms).await {
             tracing::error!(error = %e, "delete failed");
         }
         self.next_seq = u64::MAX;

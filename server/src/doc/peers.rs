@@ -17,8 +17,29 @@ pub const PEER_WAIT: Duration = Duration::from_millis(500);
 
 impl DocActor {
     pub(super) fn is_empty(&self) -> bool {
-        let state = self.doc.peer_state();
+        let state = self.doc.peer_state(0);
         state.state_vector.is_empty() && self.snapshot_bytes + self.log_bytes == 0
+    }
+
+    fn peer_state(&self) -> PeerState {
+        self.doc.peer_state(self.updated_at_ms.max(0) as u64)
+    }
+
+    /// A copy last changed at `updated_at_ms` predates our tombstone.
+    fn is_stale(&self, updated_at_ms: u64) -> bool {
+        self.tombstone_ms
+            .is_some_and(|t| i64::try_from(updated_at_ms).unwrap_or(i64::MAX) <= t)
+    }
+
+    fn announce_tombstone(&self, cluster: &crate::cluster::Cluster) {
+        if let Some(at) = self.tombstone_ms {
+            cluster.publish_control(
+                &self.name,
+                Body::Deleted {
+                    at_ms: at.max(0) as u64,
+                },
+            );
+        }
     }
 
     /// Asks peers for what this node lacks. On the control channel every node
@@ -29,7 +50,7 @@ impl DocActor {
             return;
         };
         let body = Body::SyncRequest {
-            state: self.doc.peer_state(),
+            state: self.peer_state(),
             want_awareness,
         };
         if control {
@@ -78,7 +99,11 @@ impl DocActor {
                 state,
                 want_awareness,
             } => {
-                let ours = self.doc.peer_state();
+                if self.is_stale(state.updated_at_ms) {
+                    self.announce_tombstone(&cluster);
+                    return;
+                }
+                let ours = self.peer_state();
                 let they_lack = !state_vector_le(&ours.state_vector, &state.state_vector)
                     || ours.delete_set_digest != state.delete_set_digest;
                 let we_lack = !state_vector_le(&state.state_vector, &ours.state_vector);
@@ -109,6 +134,14 @@ impl DocActor {
                 if target != cluster.node_id() {
                     return;
                 }
+                if state
+                    .as_ref()
+                    .is_some_and(|s| self.is_stale(s.updated_at_ms))
+                {
+                    // Their copy predates our deletion: do not resurrect it.
+                    self.announce_tombstone(&cluster);
+                    return;
+                }
                 if !update.is_empty() {
                     self.apply_remote(update).await;
                 }
@@ -116,7 +149,15 @@ impl DocActor {
                     self.answer_peer_state(&cluster, message.origin, theirs);
                 }
             }
-            Body::Deleted => self.delete(false).await,
+            Body::Deleted { at_ms } => {
+                let at_ms = i64::try_from(at_ms).unwrap_or(i64::MAX);
+                if self.updated_at_ms <= at_ms {
+                    self.delete(at_ms, false).await;
+                } else {
+                    // Re-created here after that deletion: keep it.
+                    self.tombstone_ms = self.tombstone_ms.max(Some(at_ms));
+                }
+            }
         }
     }
 
@@ -127,7 +168,7 @@ impl DocActor {
         peer: String,
         theirs: PeerState,
     ) {
-        let ours = self.doc.peer_state();
+        let ours = self.peer_state();
         let they_lack = !state_vector_le(&ours.state_vector, &theirs.state_vector)
             || ours.delete_set_digest != theirs.delete_set_digest;
         if they_lack {

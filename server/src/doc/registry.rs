@@ -189,7 +189,7 @@ impl Registry {
         if self.inner.shutdown.is_cancelled() {
             return Err(OpenError::ShuttingDown);
         }
-        let state = load_state(&self.inner.store, name).await?;
+        let (state, tombstone_ms) = load_state(&self.inner.store, name).await?;
         let state = match (state, create) {
             (Some(state), _) => state,
             (None, true) => LoadedState {
@@ -199,6 +199,7 @@ impl Registry {
                 snapshot_bytes: 0,
                 log_bytes: 0,
                 updated_at_ms: chrono::Utc::now().timestamp_millis(),
+                tombstone_ms,
             },
             (None, false) => return Err(OpenError::NotFound),
         };
@@ -293,13 +294,22 @@ impl Registry {
     pub async fn delete(&self, name: &DocName) -> Result<bool, OpenError> {
         self.delete_with(name, true).await
     }
+    /// Another node deleted this document at `at_ms` and it is not loaded
+    /// here: drop the stored copy unless it changed since, and keep the tombstone.
+    pub async fn delete_stored_if_older(
+        &self,
+        name: &DocName,
+        at_ms: i64,
+    ) -> Result<bool, OpenError> {
+        Ok(self
+            .inner
+            .store
+            .delete_if_older(name.clone(), at_ms)
+            .await?)
+    }
 
-    /// Deletes a document on this node only (another node told us to).
-    pub async fn delete_local(&self, name: &DocName) -> Result<bool, OpenError> {
-        if self.loaded(name).is_none() {
-            return Ok(self.inner.store.delete(name.clone()).await?);
-        }
-        self.delete_with(name, false).await
+    pub async fn tombstone(&self, name: &DocName) -> Result<Option<i64>, OpenError> {
+        Ok(self.inner.store.tombstone(name.clone()).await?)
     }
 
     async fn delete_with(&self, name: &DocName, propagate: bool) -> Result<bool, OpenError> {
@@ -320,14 +330,16 @@ impl Registry {
     }
 }
 
-/// Reads a document's snapshot and log; `None` if nothing is stored.
+/// Reads a document's snapshot and log (`None` if nothing is stored), and
+/// its tombstone.
 pub(super) async fn load_state(
     store: &Store,
     name: &DocName,
-) -> Result<Option<LoadedState>, OpenError> {
+) -> Result<(Option<LoadedState>, Option<i64>), OpenError> {
     let stored = store.load(name.clone()).await?;
+    let tombstone_ms = stored.tombstone_ms;
     let Some(meta) = stored.meta else {
-        return Ok(None);
+        return Ok((None, tombstone_ms));
     };
     let log_bytes = stored.log.iter().map(|(_, u)| u.len() as u64).sum();
     let snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
@@ -338,12 +350,16 @@ pub(super) async fn load_state(
         stored.log.iter().map(|(_, u)| u.as_slice()),
     )?;
     let next_seq = meta.last_seq.max(last_logged) + 1;
-    Ok(Some(LoadedState {
-        doc,
-        next_seq,
-        first_unsnapshotted_seq: first_logged.unwrap_or(next_seq),
-        snapshot_bytes,
-        log_bytes,
-        updated_at_ms: meta.updated_at_ms,
-    }))
+    Ok((
+        Some(LoadedState {
+            doc,
+            next_seq,
+            first_unsnapshotted_seq: first_logged.unwrap_or(next_seq),
+            snapshot_bytes,
+            log_bytes,
+            updated_at_ms: meta.updated_at_ms,
+            tombstone_ms,
+        }),
+        tombstone_ms,
+    ))
 }
