@@ -60,6 +60,9 @@ pub(super) struct DocActor {
     pub updated_at_ms: i64,
     /// When a document of this name was last deleted, if ever.
     pub(super) tombstone_ms: Option<i64>,
+    /// Sync step 2 carrying the whole current state, shared by every client
+    /// that connects with nothing (a page load); dropped on any change.
+    full_sync: Option<Bytes>,
     pub(super) conns: HashMap<ConnId, Link>,
     /// Change feed for SSE subscribers; a lagging one resubscribes.
     /// Created on first subscription: its ring buffer would otherwise cost
@@ -91,6 +94,9 @@ impl Source {
 const EVENT_BUFFER: usize = 256;
 
 pub(super) struct LoadedState {
+    /// The stored snapshot, when it alone is the whole state (no log after
+    /// it): the first full sync can send it without encoding the document.
+    pub snapshot_if_whole: Option<Vec<u8>>,
     pub tombstone_ms: Option<i64>,
     pub doc: Document,
     pub next_seq: u64,
@@ -133,6 +139,9 @@ impl DocActor {
             log_bytes: loaded.log_bytes,
             updated_at_ms: loaded.updated_at_ms,
             tombstone_ms: loaded.tombstone_ms,
+            full_sync: loaded
+                .snapshot_if_whole
+                .map(|snapshot| Bytes::from(encode_sync_step2(&snapshot))),
             conns: HashMap::new(),
             events: None,
             cluster,
@@ -245,8 +254,12 @@ impl DocActor {
             }
             DocCommand::Disconnect { id } => self.remove_conn(id),
             DocCommand::SyncStep1 { id, state_vector } => {
-                let diff = self.doc.diff_v1(&state_vector);
-                self.send_to(id, Bytes::from(encode_sync_step2(&diff)));
+                let frame = if state_vector.is_empty() {
+                    self.full_sync_frame()
+                } else {
+                    Bytes::from(encode_sync_step2(&self.doc.diff_v1(&state_vector)))
+                };
+                self.send_to(id, frame);
             }
             DocCommand::Update { id, update } => {
                 if let Err(e) = self.apply(update, Source::Conn(id)).await {
@@ -340,7 +353,10 @@ impl DocActor {
         }
         let started = std::time::Instant::now();
         match self.doc.apply_update_v1(&update) {
-            Ok(true) => crate::metrics::update_applied(started.elapsed()),
+            Ok(true) => {
+                self.full_sync = None;
+                crate::metrics::update_applied(started.elapsed());
+            }
             Ok(false) => return Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, conn = origin, "rejected update");
@@ -423,6 +439,14 @@ impl DocActor {
     }
 
     /// Merges the log into a fresh snapshot.
+    /// Sync step 2 with the whole state, encoded once per change.
+    fn full_sync_frame(&mut self) -> Bytes {
+        let doc = &self.doc;
+        self.full_sync
+            .get_or_insert_with(|| Bytes::from(encode_sync_step2(&doc.encode_state_v1())))
+            .clone()
+    }
+
     async fn compact(&mut self) {
         if self.deleted() || self.next_seq == self.first_unsnapshotted_seq {
             return;
@@ -450,9 +474,13 @@ impl DocActor {
         match super::registry::load_state(&self.store, &self.name).await {
             Ok((Some(state), _)) => {
                 self.doc = state.doc;
+                self.full_sync = None;
                 tracing::warn!("reloaded document after engine panic");
             }
-            Ok((None, _)) => self.doc = Document::new(),
+            Ok((None, _)) => {
+                self.doc = Document::new();
+                self.full_sync = None;
+            }
             Err(e) => tracing::error!(error = %e, "reload after engine panic failed"),
         }
     }

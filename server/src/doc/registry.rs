@@ -200,6 +200,7 @@ impl Registry {
                 log_bytes: 0,
                 updated_at_ms: chrono::Utc::now().timestamp_millis(),
                 tombstone_ms,
+                snapshot_if_whole: None,
             },
             (None, false) => return Err(OpenError::NotFound),
         };
@@ -350,8 +351,14 @@ pub(super) async fn load_state(
         stored.log.iter().map(|(_, u)| u.as_slice()),
     )?;
     let next_seq = meta.last_seq.max(last_logged) + 1;
+    let snapshot_if_whole = if stored.log.is_empty() {
+        stored.snapshot
+    } else {
+        None
+    };
     Ok((
         Some(LoadedState {
+            snapshot_if_whole,
             doc,
             next_seq,
             first_unsnapshotted_seq: first_logged.unwrap_or(next_seq),
