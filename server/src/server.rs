@@ -9,6 +9,7 @@ use crate::store::{Store, StoreError, StoreOptions};
 use crate::{rest, web, ws};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -194,6 +195,13 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
         stop.cancel();
     });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Every frame is latency-sensitive (keystrokes): no Nagle delay. Writes
+    // are already batched per burst by each connection's writer.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
