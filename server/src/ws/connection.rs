@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -45,7 +45,7 @@ pub async fn run(
         tracing::debug!(read_only = !peer.can_write, "connected");
         crate::metrics::connection_opened();
         let (sink, stream) = socket.split();
-        let (close_tx, close_rx) = mpsc::channel(1);
+        let (close_tx, close_rx) = oneshot::channel();
         let done = app.shutdown.child_token();
         let started = Instant::now();
         let last_seen = Arc::new(AtomicU64::new(0));
@@ -69,7 +69,7 @@ pub async fn run(
             id,
             peer: &peer,
             outbound: &outbound,
-            close: &close_tx,
+            close: Some(close_tx),
             done: &done,
             limits: ConnectionLimits::new(
                 app.config.rate_messages_per_sec,
@@ -134,7 +134,8 @@ struct Reader<'a> {
     id: ConnId,
     peer: &'a Peer,
     outbound: &'a Outbound,
-    close: &'a mpsc::Sender<CloseReason>,
+    /// Where the reader's reason to close goes, once.
+    close: Option<oneshot::Sender<CloseReason>>,
     done: &'a CancellationToken,
     limits: ConnectionLimits,
     started: Instant,
@@ -200,10 +201,12 @@ impl Reader<'_> {
         }
     }
 
-    async fn refuse(&self, reason: CloseReason) -> bool {
+    async fn refuse(&mut self, reason: CloseReason) -> bool {
         crate::metrics::rejected_frame(reason.label());
         tracing::info!(code = reason.code, reason = %reason.reason, "closing connection");
-        let _ = self.close.send(reason).await;
+        if let Some(close) = self.close.take() {
+            let _ = close.send(reason);
+        }
         true
     }
 
@@ -303,7 +306,7 @@ struct Writer {
     sink: SplitSink<WebSocket, WsMessage>,
     outbound: OutboundReceiver,
     kick: oneshot::Receiver<CloseReason>,
-    close: mpsc::Receiver<CloseReason>,
+    close: oneshot::Receiver<CloseReason>,
     shutdown: CancellationToken,
     done: CancellationToken,
     ping_interval: Duration,
@@ -328,15 +331,17 @@ impl Writer {
         // Every wait, a write into a backed-up socket included, also waits
         // for a reason to stop: a client that stopped reading must not keep
         // its writer stuck.
+        let stop = stop_signal(&shutdown, &mut close, &mut kick, &done);
+        tokio::pin!(stop);
         let reason = loop {
             tokio::select! {
                 biased;
-                reason = stop_signal(&shutdown, &mut close, &mut kick, &done) => break reason,
+                reason = &mut stop => break reason,
                 frame = outbound.recv() => {
                     let Some(frame) = frame else { break None };
                     tokio::select! {
                         biased;
-                        reason = stop_signal(&shutdown, &mut close, &mut kick, &done) => break reason,
+                        reason = &mut stop => break reason,
                         written = write_batch(&mut sink, &mut outbound, frame) => {
                             if !written {
                                 break None;
@@ -353,7 +358,7 @@ impl Writer {
                     }
                     tokio::select! {
                         biased;
-                        reason = stop_signal(&shutdown, &mut close, &mut kick, &done) => break reason,
+                        reason = &mut stop => break reason,
                         sent = sink.send(WsMessage::Ping(Bytes::new())) => {
                             if sent.is_err() {
                                 break None;
@@ -383,7 +388,7 @@ const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Resolves when the writer must stop, with the close frame to send, if any.
 async fn stop_signal(
     shutdown: &CancellationToken,
-    close: &mut mpsc::Receiver<CloseReason>,
+    close: &mut oneshot::Receiver<CloseReason>,
     kick: &mut oneshot::Receiver<CloseReason>,
     done: &CancellationToken,
 ) -> Option<CloseReason> {
@@ -393,8 +398,9 @@ async fn stop_signal(
             Some(CloseReason::new(CloseReason::GOING_AWAY, "server shutting down"))
         }
         // The reader's own refusal wins over anything the actor does after
-        // the reader left (dropping the kick sender included).
-        Some(reason) = close.recv() => Some(reason),
+        // the reader left (dropping the kick sender included). A reader that
+        // ended without refusing dropped its sender: the client left.
+        refused = close => refused.ok(),
         kicked = kick => match kicked {
             Ok(reason) => Some(reason),
             // The actor dropped us without a reason: it stopped.
