@@ -25,6 +25,18 @@ pub enum AwarenessError {
     InvalidJson { client: u64, message: String },
 }
 
+impl AwarenessError {
+    /// Short, stable label for metrics and tests.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AwarenessError::Wire(e) => e.reason(),
+            AwarenessError::TooManyEntries { .. } => "count_too_large",
+            AwarenessError::ClientIdTooLarge(_) => "client_id_too_large",
+            AwarenessError::InvalidJson { .. } => "invalid_json",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwarenessEntry {
     pub client: u64,

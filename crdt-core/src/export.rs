@@ -8,9 +8,9 @@
 
 use serde_json::{Map as JsonMap, Value};
 use yrs::branch::BranchPtr;
-use yrs::types::{AsPrelim, ToJson};
+use yrs::types::{ToJson, TypeRef};
 use yrs::{
-    Any, Array, ArrayRef, GetString, In, MapRef, Out, ReadTxn, TextRef, XmlFragmentRef, XmlTextRef,
+    Any, Array, ArrayRef, GetString, Map, MapRef, Out, ReadTxn, TextRef, XmlFragmentRef, XmlTextRef,
 };
 
 /// The shape of a root as inferred from its content.
@@ -55,39 +55,84 @@ pub fn root_text<T: ReadTxn>(txn: &T, name: &str) -> Option<String> {
     })
 }
 
+/// JSON of a value. Shared types are walked here rather than with yrs's
+/// `to_json`, whose array iterator can loop forever over some strings (a
+/// fuzzer found it hanging on a root holding a number, then formatted text
+/// with an emoji): a sequence holding text is exported as its text.
 fn out_to_json<T: ReadTxn>(txn: &T, out: &Out) -> Value {
     match out {
         Out::YText(t) => Value::String(t.get_string(txn)),
         Out::YXmlFragment(x) => Value::String(x.get_string(txn)),
         Out::YXmlText(x) => Value::String(x.get_string(txn)),
         Out::YXmlElement(x) => Value::String(x.get_string(txn)),
+        Out::YMap(m) => map_to_json(
+            txn,
+            BranchPtr::from(AsRef::<yrs::branch::Branch>::as_ref(m)),
+        ),
+        Out::YArray(a) => array_to_json(
+            txn,
+            BranchPtr::from(AsRef::<yrs::branch::Branch>::as_ref(a)),
+        ),
         Out::UndefinedRef(branch) => match infer_kind(txn, *branch) {
             RootKind::Text => Value::String(TextRef::from(*branch).get_string(txn)),
             RootKind::XmlFragment => Value::String(XmlFragmentRef::from(*branch).get_string(txn)),
             RootKind::XmlText => Value::String(XmlTextRef::from(*branch).get_string(txn)),
-            RootKind::Map => any_to_json(&MapRef::from(*branch).to_json(txn)),
-            RootKind::Array => any_to_json(&ArrayRef::from(*branch).to_json(txn)),
+            RootKind::Map => map_to_json(txn, *branch),
+            RootKind::Array => array_to_json(txn, *branch),
         },
+        Out::Any(any) => any_to_json(any),
         other => any_to_json(&other.to_json(txn)),
     }
+}
+
+fn map_to_json<T: ReadTxn>(txn: &T, branch: BranchPtr) -> Value {
+    let mut object = JsonMap::new();
+    for (key, value) in MapRef::from(branch).iter(txn) {
+        object.insert(key.to_owned(), out_to_json(txn, &value));
+    }
+    Value::Object(object)
+}
+
+fn array_to_json<T: ReadTxn>(txn: &T, branch: BranchPtr) -> Value {
+    if sequence_children(txn, branch).1 {
+        return Value::String(TextRef::from(branch).get_string(txn));
+    }
+    Value::Array(
+        ArrayRef::from(branch)
+            .iter(txn)
+            .map(|value| out_to_json(txn, &value))
+            .collect(),
+    )
 }
 
 fn any_to_json(any: &Any) -> Value {
     serde_json::to_value(any).unwrap_or(Value::Null)
 }
 
+/// What a root of unknown type holds, as yrs's `infer_type_from_content`
+/// decides it, without materialising the content (which walks it with the
+/// array iterator): map entries and text make XML text, text alone Text,
+/// a list of XML nodes an XmlFragment, other lists an Array, entries alone
+/// (or nothing) a Map.
 pub fn infer_kind<T: ReadTxn>(txn: &T, branch: BranchPtr) -> RootKind {
-    match Out::UndefinedRef(branch).as_prelim(txn) {
-        In::Text(_) => RootKind::Text,
-        In::XmlText(_) => RootKind::XmlText,
-        In::Array(_) => {
-            let array = ArrayRef::from(branch);
-            let mut children = array.iter(txn).peekable();
-            let all_xml = children.peek().is_some()
-                && children.all(|child| {
+    let has_map = MapRef::from(branch).iter(txn).next().is_some();
+    let (children, has_text) = sequence_children(txn, branch);
+    if has_text {
+        return if has_map {
+            RootKind::XmlText
+        } else {
+            RootKind::Text
+        };
+    }
+    let has_list = branch.block_len > 0;
+    match (has_map, has_list) {
+        (false, true) => {
+            let all_xml = !children.is_empty()
+                && children.len() == branch.block_len as usize
+                && children.iter().all(|child| {
                     matches!(
-                        child,
-                        Out::YXmlElement(_) | Out::YXmlText(_) | Out::YXmlFragment(_)
+                        child.type_ref(),
+                        TypeRef::XmlElement(_) | TypeRef::XmlText | TypeRef::XmlFragment
                     )
                 });
             if all_xml {
@@ -98,6 +143,81 @@ pub fn infer_kind<T: ReadTxn>(txn: &T, branch: BranchPtr) -> RootKind {
         }
         _ => RootKind::Map,
     }
+}
+
+/// Deletes every live subdocument item of `doc` (see `Document`'s `Drop`).
+/// Subdocuments inside text are left alone: yrs's array iterator can loop
+/// forever over some strings.
+pub(crate) fn release_subdocuments(doc: &yrs::Doc) {
+    use yrs::Transact;
+    let mut txn = doc.transact_mut();
+    let mut stack: Vec<BranchPtr> = txn
+        .root_refs()
+        .filter_map(|(_, out)| branch_of(&out))
+        .collect();
+    while let Some(branch) = stack.pop() {
+        let map = MapRef::from(branch);
+        let mut keys = Vec::new();
+        for (key, out) in map.iter(&txn) {
+            match out {
+                Out::YDoc(_) => keys.push(key.to_owned()),
+                other => stack.extend(branch_of(&other)),
+            }
+        }
+        for key in keys {
+            map.remove(&mut txn, &key);
+        }
+        let (children, has_text) = sequence_children(&txn, branch);
+        stack.extend(children);
+        if has_text {
+            continue;
+        }
+        let array = ArrayRef::from(branch);
+        let indexes: Vec<u32> = array
+            .iter(&txn)
+            .enumerate()
+            .filter(|(_, out)| matches!(out, Out::YDoc(_)))
+            .map(|(i, _)| i as u32)
+            .collect();
+        for i in indexes.into_iter().rev() {
+            array.remove(&mut txn, i);
+        }
+    }
+}
+
+/// The shared types in a branch's sequence, and whether it holds text
+/// (strings or embeds).
+/// Walks items with the text differ, which reads each string once, where
+/// yrs's array iterator reads strings a character at a time (and can loop
+/// forever over some of them).
+pub(crate) fn sequence_children<T: ReadTxn>(txn: &T, branch: BranchPtr) -> (Vec<BranchPtr>, bool) {
+    use yrs::types::text::YChange;
+    use yrs::Text;
+    let mut children = Vec::new();
+    let mut has_text = false;
+    for chunk in TextRef::from(branch).diff(txn, YChange::identity) {
+        match &chunk.insert {
+            // Strings and embeds.
+            Out::Any(_) => has_text = true,
+            other => children.extend(branch_of(other)),
+        }
+    }
+    (children, has_text)
+}
+
+/// The shared type an output value is, if any.
+pub(crate) fn branch_of(out: &Out) -> Option<BranchPtr> {
+    use yrs::branch::Branch;
+    Some(match out {
+        Out::YText(r) => BranchPtr::from(AsRef::<Branch>::as_ref(r)),
+        Out::YArray(r) => BranchPtr::from(AsRef::<Branch>::as_ref(r)),
+        Out::YMap(r) => BranchPtr::from(AsRef::<Branch>::as_ref(r)),
+        Out::YXmlElement(r) => BranchPtr::from(AsRef::<Branch>::as_ref(r)),
+        Out::YXmlFragment(r) => BranchPtr::from(AsRef::<Branch>::as_ref(r)),
+        Out::YXmlText(r) => BranchPtr::from(AsRef::<Branch>::as_ref(r)),
+        Out::UndefinedRef(branch) => *branch,
+        Out::Any(_) | Out::YDoc(_) => return None,
+    })
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //!
 //! Everything here is pure computation over bytes: the y-websocket protocol
 //! codecs ([`protocol`], [`awareness`], [`state_vector`]), a document that
-//! accepts untrusted updates ([`Document`]), exports ([`export`]) and log
-//! compaction ([`compaction`]).
+//! accepts untrusted updates ([`Document`], guarded by [`validate`] and a
+//! bound on how deeply shared types nest), exports ([`export`]) and log
+//! compaction ([`compaction`]). `docs/fuzzing.md` says what each guard stops.
 //!
 //! **Architecture invariant:** this crate never depends on tokio, axum, sled or
 //! redis, and never does I/O.
@@ -13,11 +14,14 @@ pub mod cluster;
 pub mod compaction;
 pub mod document;
 pub mod export;
+mod nesting;
 pub mod protocol;
 pub mod state_vector;
+pub mod validate;
 pub mod wire;
 
 pub use awareness::{AwarenessChange, AwarenessError, AwarenessTable, AwarenessUpdate};
-pub use document::{decode_update_v1, Document, DocumentError};
+pub use document::{decode_update_v1, Document, DocumentError, MAX_HELD_BYTES};
 pub use protocol::{Message, ProtocolError};
+pub use validate::{validate_update_v1, UpdateSummary, ValidationError, ValidationLimits};
 pub use yrs;

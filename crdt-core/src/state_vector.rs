@@ -21,6 +21,17 @@ pub enum StateVectorError {
     ClientIdTooLarge(u64),
 }
 
+impl StateVectorError {
+    /// Short, stable label for metrics and tests.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StateVectorError::Wire(e) => e.reason(),
+            StateVectorError::TooManyEntries { .. } => "count_too_large",
+            StateVectorError::ClientIdTooLarge(_) => "client_id_too_large",
+        }
+    }
+}
+
 pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, StateVectorError> {
     let mut r = Reader::new(bytes);
     let declared = r.read_var_u64("state vector length")?;

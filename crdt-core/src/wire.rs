@@ -23,6 +23,19 @@ pub enum WireError {
     TrailingBytes { count: usize },
 }
 
+impl WireError {
+    /// Short, stable label for metrics and tests.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WireError::Truncated { .. } => "truncated",
+            WireError::VarintOverflow { .. } => "varint_overflow",
+            WireError::LengthTooLarge { .. } => "length_too_large",
+            WireError::InvalidUtf8 { .. } => "invalid_utf8",
+            WireError::TrailingBytes { .. } => "trailing_bytes",
+        }
+    }
+}
+
 /// A cursor over untrusted bytes.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
@@ -37,6 +50,11 @@ impl<'a> Reader<'a> {
 
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
+    }
+
+    /// Bytes consumed so far, for error messages that point into the input.
+    pub fn position(&self) -> usize {
+        self.pos
     }
 
     pub fn is_empty(&self) -> bool {
@@ -58,6 +76,16 @@ impl<'a> Reader<'a> {
             .ok_or(WireError::Truncated { what })?;
         self.pos += 1;
         Ok(byte)
+    }
+
+    /// Exactly `len` bytes (lib0 fixed-width numbers).
+    pub fn read_exact(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+        if len > self.remaining() {
+            return Err(WireError::Truncated { what });
+        }
+        let start = self.pos;
+        self.pos += len;
+        Ok(&self.buf[start..self.pos])
     }
 
     /// lib0 `readVarUint`: 7 bits per byte, little end first, high bit continues.

@@ -165,6 +165,7 @@ impl Store {
             flush_interval: options.flush_interval,
             dirty_since: None,
             waiters: Vec::new(),
+            pending: None,
         };
         let thread = std::thread::Builder::new()
             .name("quire-store".into())
@@ -347,6 +348,10 @@ struct Worker {
     dirty_since: Option<Instant>,
     /// Callers waiting for their append to be on disk.
     waiters: Vec<Reply<()>>,
+    /// Appends not yet written to sled: one batch per flush window rather
+    /// than one per keystroke (each write wakes sled's I/O threads). Written
+    /// before any other request is served, so reads see every append.
+    pending: Option<sled::Batch>,
 }
 
 impl Worker {
@@ -398,15 +403,31 @@ impl Worker {
         }
     }
 
+    /// Writes the appends batched so far (not yet durable).
+    fn write_pending(&mut self) -> Result<(), StoreError> {
+        match self.pending.take() {
+            Some(batch) => {
+                let result = self.db.apply_batch(batch);
+                self.record(result)
+            }
+            None => Ok(()),
+        }
+    }
+
     fn flush(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let result = self.db.flush().map(|_| ());
+        let result = match self.write_pending() {
+            Ok(()) => self.db.flush().map(|_| ()).map_err(StoreError::from),
+            Err(e) => Err(e),
+        };
         self.dirty_since = None;
         let ok = result.is_ok();
         if ok {
             self.healthy.store(true, Ordering::Relaxed);
+        } else {
+            self.healthy.store(false, Ordering::Relaxed);
+            tracing::error!("storage flush failed");
         }
-        let result = self.record(result);
         crate::metrics::flushed(started.elapsed());
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(if ok {
@@ -419,6 +440,10 @@ impl Worker {
     }
 
     fn handle(&mut self, op: Op) {
+        if !matches!(op, Op::Append { .. }) {
+            // Errors are recorded (readiness) and reported at the next flush.
+            let _ = self.write_pending();
+        }
         match op {
             Op::Append {
                 doc,
@@ -427,19 +452,12 @@ impl Worker {
                 meta,
                 flushed,
             } => {
-                let mut batch = sled::Batch::default();
+                let batch = self.pending.get_or_insert_with(sled::Batch::default);
                 batch.insert(log_key(doc.as_str(), seq), update.as_ref());
                 batch.insert(meta_key(doc.as_str()), &meta.encode()[..]);
-                let result = self.db.apply_batch(batch);
-                let result = self.record(result);
                 self.mark_dirty();
                 if let Some(flushed) = flushed {
-                    match result {
-                        Ok(()) => self.waiters.push(flushed),
-                        Err(e) => {
-                            let _ = flushed.send(Err(e));
-                        }
-                    }
+                    self.waiters.push(flushed);
                 }
             }
             Op::Compact {
