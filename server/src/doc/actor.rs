@@ -352,9 +352,17 @@ impl DocActor {
             });
         }
         let started = std::time::Instant::now();
+        let before = self.doc.state_vector();
         match self.doc.apply_update_v1(&update) {
             Ok(true) => {
                 self.full_sync = None;
+                // Before it is logged: the document must still encode into
+                // something that loads, or a restart would lose it.
+                if let Err(e) = self.doc.verify_since(&before) {
+                    tracing::error!(error = %e, conn = origin, "update left the document unencodable; reloading");
+                    self.reload().await;
+                    return Err(ApplyError::Document(e));
+                }
                 crate::metrics::update_applied(started.elapsed());
             }
             Ok(false) => return Ok(()),
@@ -449,6 +457,11 @@ impl DocActor {
 
     async fn compact(&mut self) {
         if self.deleted() || self.next_seq == self.first_unsnapshotted_seq {
+            return;
+        }
+        if let Err(e) = self.doc.verify_roundtrip() {
+            // Keep the log, which loads; never replace it with a snapshot that does not.
+            tracing::error!(error = %e, "snapshot would not reload; compaction skipped");
             return;
         }
         let snapshot = self.doc.encode_state_v1();
