@@ -17,6 +17,7 @@
 mod binary;
 mod log;
 pub mod redis;
+pub mod trace;
 
 pub use binary::quire_binary;
 pub use redis::RedisServer;
