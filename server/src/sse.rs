@@ -97,16 +97,13 @@ async fn subscribe(
     app: &AppState,
     name: &crate::names::DocName,
 ) -> Result<(DocHandle, Subscription), AppError> {
-    for _ in 0..3 {
-        let handle = app.registry.open(name, false).await?;
-        if let Ok(sub) = handle
-            .request(|reply| DocCommand::Subscribe { reply })
-            .await
-        {
-            return Ok((handle, sub));
-        }
-    }
-    Err(AppError::NotFound("document not found".into()))
+    Ok(app
+        .registry
+        .with_doc(name, false, |h| async move {
+            let sub = h.request(|reply| DocCommand::Subscribe { reply }).await?;
+            Ok((h, sub))
+        })
+        .await?)
 }
 
 /// The HTTP client went away.

@@ -17,8 +17,7 @@ pub const PEER_WAIT: Duration = Duration::from_millis(500);
 
 impl DocActor {
     pub(super) fn is_empty(&self) -> bool {
-        let state = self.doc.peer_state(0);
-        state.state_vector.is_empty() && self.snapshot_bytes + self.log_bytes == 0
+        self.doc.state_vector().is_empty() && self.snapshot_bytes + self.log_bytes == 0
     }
 
     fn peer_state(&self) -> PeerState {

@@ -21,14 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub async fn run(
-    socket: WebSocket,
-    app: AppState,
-    name: DocName,
-    handle: DocHandle,
-    id: ConnId,
-    peer: Peer,
-) {
+pub async fn run(socket: WebSocket, app: AppState, name: DocName, id: ConnId, peer: Peer) {
     let span = tracing::info_span!(
         "conn",
         conn = id,
@@ -39,7 +32,7 @@ pub async fn run(
     );
     async move {
         let (outbound, outbound_rx) = Outbound::channel(app.config.outbound_queue);
-        let Some((handle, kick_rx)) = join(&app, &name, handle, id, outbound.clone()).await else {
+        let Some((handle, kick_rx)) = join(&app, &name, id, outbound.clone()).await else {
             return;
         };
         tracing::debug!(read_only = !peer.can_write, "connected");
@@ -100,33 +93,34 @@ pub async fn run(
 async fn join(
     app: &AppState,
     name: &DocName,
-    mut handle: DocHandle,
     id: ConnId,
     outbound: Outbound,
 ) -> Option<(DocHandle, oneshot::Receiver<CloseReason>)> {
-    for _ in 0..3 {
-        let (kick, kick_rx) = oneshot::channel();
-        let joined = handle
-            .request(|reply| DocCommand::Connect {
-                id,
-                outbound: outbound.clone(),
-                kick,
-                reply,
-            })
-            .await;
-        if joined.is_ok() {
-            return Some((handle, kick_rx));
-        }
-        handle = match app.registry.open(name, true).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "document unavailable");
-                return None;
+    let joined = app
+        .registry
+        .with_doc(name, true, |handle| {
+            let outbound = outbound.clone();
+            async move {
+                let (kick, kick_rx) = oneshot::channel();
+                handle
+                    .request(|reply| DocCommand::Connect {
+                        id,
+                        outbound,
+                        kick,
+                        reply,
+                    })
+                    .await?;
+                Ok((handle, kick_rx))
             }
-        };
+        })
+        .await;
+    match joined {
+        Ok(joined) => Some(joined),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not join document");
+            None
+        }
     }
-    tracing::warn!("could not join document");
-    None
 }
 
 struct Reader<'a> {

@@ -55,7 +55,8 @@ pub async fn upgrade(
         .clone()
         .try_acquire_owned()
         .map_err(|_| AppError::Unavailable("too many connections".into()))?;
-    let handle = app.registry.open(&name, true).await?;
+    // Load (or create) it before upgrading, so that failing to is an HTTP status.
+    app.registry.open(&name, true).await?;
     let id = app.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let max = app.config.max_message_bytes;
     let tracker = app.tracker.clone();
@@ -67,7 +68,7 @@ pub async fn upgrade(
         .max_write_buffer_size(WRITE_BUFFER + max)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
-                connection::run(socket, app, name, handle, id, peer).await;
+                connection::run(socket, app, name, id, peer).await;
                 drop(permit);
             })
         }))
