@@ -8,7 +8,7 @@ use super::command::{DocCommand, Gone};
 use crate::cluster::Cluster;
 use crate::names::DocName;
 use crate::store::{Store, StoreError};
-use crdt_core::{Document, DocumentError};
+use crdt_core::{Document, DocumentError, ValidationLimits};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -346,9 +346,10 @@ pub(super) async fn load_state(
     let snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
     let last_logged = stored.log.last().map_or(0, |(seq, _)| *seq);
     let first_logged = stored.log.first().map(|(seq, _)| *seq);
-    let doc = Document::load(
+    let doc = Document::load_stored(
         stored.snapshot.as_deref(),
         stored.log.iter().map(|(_, u)| u.as_slice()),
+        ValidationLimits::default(),
     )?;
     let next_seq = meta.last_seq.max(last_logged) + 1;
     let snapshot_if_whole = if stored.log.is_empty() {
