@@ -384,7 +384,7 @@ async fn route(cluster: &Cluster, registry: &Registry, tracker: &TaskTracker, pa
             tracker.spawn(async move {
                 match registry.open_stored(&name).await {
                     Ok(handle) => {
-                        let _ = handle.send(DocCommand::Remote(message)).await;
+                        let _ = handle.send(DocCommand::Remote(Box::new(message))).await;
                     }
                     Err(_) => {
                         if let Ok(Some(at)) = registry.tombstone(&name).await {
@@ -405,7 +405,7 @@ async fn route(cluster: &Cluster, registry: &Registry, tracker: &TaskTracker, pa
             if let Some(handle) = registry.loaded(&name) {
                 let delivered = tokio::time::timeout(
                     DELIVERY_TIMEOUT,
-                    handle.send(DocCommand::Remote(message)),
+                    handle.send(DocCommand::Remote(Box::new(message))),
                 )
                 .await;
                 if !matches!(delivered, Ok(Ok(()))) {

@@ -277,8 +277,11 @@ pub async fn snapshot(
         .with_doc(&name, false, |h| {
             let request = request.clone();
             async move {
-                h.request(|reply| DocCommand::Snapshot { request, reply })
-                    .await
+                h.request(|reply| DocCommand::Snapshot {
+                    request: Box::new(request),
+                    reply,
+                })
+                .await
             }
         })
         .await?;

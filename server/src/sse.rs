@@ -172,7 +172,10 @@ async fn current_text(handle: &DocHandle, root: &str) -> Option<String> {
         state_vector: None,
     };
     match handle
-        .request(|reply| DocCommand::Snapshot { request, reply })
+        .request(|reply| DocCommand::Snapshot {
+            request: Box::new(request),
+            reply,
+        })
         .await
     {
         Ok(SnapshotBody::Text(text)) => Some(text),

@@ -28,7 +28,6 @@ use tracing::Instrument;
 
 pub(super) struct Link {
     outbound: Outbound,
-    kick: Option<oneshot::Sender<CloseReason>>,
     /// Awareness client ids this connection introduced; removed when it leaves.
     pub(super) awareness_clients: HashSet<u64>,
 }
@@ -228,7 +227,6 @@ impl DocActor {
             DocCommand::Connect {
                 id,
                 outbound,
-                kick,
                 reply,
             } => {
                 let mut first = vec![Bytes::from(encode_sync_step1(&self.doc.state_vector_v1()))];
@@ -240,7 +238,6 @@ impl DocActor {
                     id,
                     Link {
                         outbound,
-                        kick: Some(kick),
                         awareness_clients: HashSet::new(),
                     },
                 );
@@ -274,7 +271,7 @@ impl DocActor {
                     self.kick(id, CloseReason::new(code, e.to_string()));
                 }
             }
-            DocCommand::Awareness { id, update } => self.apply_awareness(id, update),
+            DocCommand::Awareness { id, update } => self.apply_awareness(id, *update),
             DocCommand::QueryAwareness { id } => {
                 let present = self.awareness.snapshot();
                 self.send_to(id, Bytes::from(encode_awareness(&present.encode())));
@@ -288,7 +285,7 @@ impl DocActor {
                 });
             }
             DocCommand::Snapshot { request, reply } => {
-                let _ = reply.send(self.snapshot(request));
+                let _ = reply.send(self.snapshot(*request));
             }
             DocCommand::ApplyUpdate { update, reply } => {
                 let _ = reply.send(self.apply(update, Source::Rest).await);
@@ -306,7 +303,7 @@ impl DocActor {
                         .subscribe(),
                 });
             }
-            DocCommand::Remote(message) => self.on_remote(message).await,
+            DocCommand::Remote(message) => self.on_remote(*message).await,
             DocCommand::ClusterResync => {
                 self.request_sync(true, true);
                 self.publish_local_awareness();
@@ -578,9 +575,7 @@ impl DocActor {
     fn kick(&mut self, id: ConnId, reason: CloseReason) {
         if let Some(link) = self.conns.get_mut(&id) {
             tracing::info!(conn = id, code = reason.code, reason = %reason.reason, "closing connection");
-            if let Some(kick) = link.kick.take() {
-                let _ = kick.send(reason);
-            }
+            link.outbound.close(reason);
         }
         self.remove_conn(id);
     }

@@ -110,13 +110,14 @@ pub struct DocInfo {
     pub state_vector: Vec<u8>,
 }
 
+/// Large payloads are boxed: every document's queue is a block of 32 of
+/// these, allocated whether or not it is ever used.
 pub enum DocCommand {
     Connect {
         id: ConnId,
-        /// Frames for this client; full means the client is too slow.
+        /// Frames for this client (full means the client is too slow), and
+        /// how the actor closes the connection.
         outbound: Outbound,
-        /// Fired when the actor closes the connection.
-        kick: oneshot::Sender<CloseReason>,
         reply: oneshot::Sender<()>,
     },
     Disconnect {
@@ -124,7 +125,7 @@ pub enum DocCommand {
     },
     SyncStep1 {
         id: ConnId,
-        state_vector: StateVector,
+        state_vector: Box<StateVector>,
     },
     /// Sync step 2 or update: both carry a v1 update to apply and relay.
     Update {
@@ -133,7 +134,7 @@ pub enum DocCommand {
     },
     Awareness {
         id: ConnId,
-        update: AwarenessUpdate,
+        update: Box<AwarenessUpdate>,
     },
     QueryAwareness {
         id: ConnId,
@@ -142,7 +143,7 @@ pub enum DocCommand {
         reply: oneshot::Sender<DocInfo>,
     },
     Snapshot {
-        request: SnapshotRequest,
+        request: Box<SnapshotRequest>,
         reply: oneshot::Sender<SnapshotBody>,
     },
     /// An update from REST: applied, persisted and relayed to every client.
@@ -159,7 +160,7 @@ pub enum DocCommand {
         reply: oneshot::Sender<Subscription>,
     },
     /// A message from another node, through Redis.
-    Remote(crdt_core::cluster::ClusterMessage),
+    Remote(Box<crdt_core::cluster::ClusterMessage>),
     /// Redis reconnected: heal by state vector and resend presence.
     ClusterResync,
     /// Resolves true once the document holds anything (peers answered a
@@ -167,4 +168,18 @@ pub enum DocCommand {
     AwaitPeers {
         reply: oneshot::Sender<bool>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_is_small_enough_for_an_idle_documents_queue() {
+        assert!(
+            std::mem::size_of::<DocCommand>() <= 48,
+            "DocCommand is {} bytes",
+            std::mem::size_of::<DocCommand>()
+        );
+    }
 }

@@ -10,5 +10,5 @@ pub use command::{
     ApplyError, CloseReason, ConnId, DocCommand, DocEvent, DocInfo, Gone, SnapshotBody,
     SnapshotFormat, SnapshotRequest, Subscription,
 };
-pub use outbound::{Outbound, OutboundReceiver, QueueError};
-pub use registry::{DocHandle, OpenError, Registry, RegistryOptions};
+pub use outbound::{Outbound, OutboundReceiver, QueueError, Received};
+pub use registry::{DocHandle, Offer, OpenError, Registry, RegistryOptions};

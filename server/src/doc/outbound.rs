@@ -1,9 +1,16 @@
-//! A connection's outbound queue: bounded in frames and in bytes.
+//! A connection's outbound queue: bounded in frames and in bytes, and the
+//! way the document actor closes the connection.
+//!
+//! A `Mutex<VecDeque>` rather than a tokio mpsc: an mpsc allocates a
+//! 32-slot block per channel whatever its bound, 1.5 KiB for every idle
+//! connection, while an empty `VecDeque` costs nothing and one that has
+//! drained gives its memory back.
 
+use super::command::CloseReason;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,30 +21,70 @@ pub enum QueueError {
     Closed,
 }
 
-/// The sending side, held by the document actor (and the connection itself
-/// for direct replies).
-#[derive(Clone)]
+/// The sending side, held by the document actor. When the last one is
+/// dropped without [`Outbound::close`], the connection closes as "document
+/// closed".
 pub struct Outbound {
-    tx: mpsc::Sender<Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
-/// The receiving side, drained by the connection's writer task.
+/// The receiving side, polled by the connection's task.
 pub struct OutboundReceiver {
-    rx: mpsc::Receiver<Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+/// What the connection takes from its queue.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    Frame(Bytes),
+    /// The actor closed the connection, with this close frame.
+    Closed(CloseReason),
+}
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+struct State {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    max_frames: usize,
+    /// Set once, by the actor: the connection closes with it.
+    close: Option<CloseReason>,
+    senders: usize,
+    receiver_gone: bool,
+    waker: Option<Waker>,
+}
+
+/// A drained queue keeps at most this many slots.
+const KEEP_SLOTS: usize = 4;
+
+impl Shared {
+    /// The state stays consistent whatever panicked while holding it (every
+    /// change is a single field update), so a poisoned lock is still usable.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Outbound {
     pub fn channel(frames: usize) -> (Outbound, OutboundReceiver) {
-        let (tx, rx) = mpsc::channel(frames.max(1));
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                bytes: 0,
+                max_frames: frames.max(1),
+                close: None,
+                senders: 1,
+                receiver_gone: false,
+                waker: None,
+            }),
+        });
         (
             Outbound {
-                tx,
-                queued_bytes: queued_bytes.clone(),
+                shared: shared.clone(),
             },
-            OutboundReceiver { rx, queued_bytes },
+            OutboundReceiver { shared },
         )
     }
 
@@ -45,86 +92,216 @@ impl Outbound {
     /// larger than the budget still goes through when the queue is empty,
     /// or a large document could never be sent.
     pub fn try_send(&self, frame: Bytes, max_bytes: usize) -> Result<(), QueueError> {
-        let queued = self.queued_bytes.load(Ordering::Relaxed);
-        if queued > 0 && queued + frame.len() > max_bytes {
-            return Err(QueueError::Full);
-        }
-        self.push(frame)
-    }
-
-    /// Queues a frame regardless of the byte budget (small replies).
-    pub fn try_send_direct(&self, frame: Bytes) -> Result<(), QueueError> {
-        self.push(frame)
-    }
-
-    fn push(&self, frame: Bytes) -> Result<(), QueueError> {
-        let len = frame.len();
-        match self.tx.try_send(frame) {
-            Ok(()) => {
-                self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                crate::metrics::outbound_queued(1);
-                Ok(())
+        let waker = {
+            let mut state = self.shared.lock();
+            if state.receiver_gone || state.close.is_some() {
+                return Err(QueueError::Closed);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(QueueError::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueError::Closed),
+            let full = state.frames.len() >= state.max_frames
+                || (state.bytes > 0 && state.bytes + frame.len() > max_bytes);
+            if full {
+                return Err(QueueError::Full);
+            }
+            state.bytes += frame.len();
+            state.frames.push_back(frame);
+            state.waker.take()
+        };
+        crate::metrics::outbound_queued(1);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Closes the connection with `reason`; frames still queued are dropped
+    /// (a client being closed has no use for them).
+    pub fn close(&self, reason: CloseReason) {
+        let waker = {
+            let mut state = self.shared.lock();
+            if state.close.is_some() {
+                return;
+            }
+            state.close = Some(reason);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Clone for Outbound {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Outbound {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        let waker = {
+            let mut state = self.shared.lock();
+            state.senders -= 1;
+            if state.senders > 0 {
+                return;
+            }
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 }
 
 impl OutboundReceiver {
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        let frame = self.rx.recv().await?;
-        self.taken(&frame);
-        Some(frame)
+    /// The actor's close, if any, before any frame; else the next frame when
+    /// `want_frame` (the socket can take one). Pending registers the task.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>, want_frame: bool) -> Poll<Received> {
+        let mut state = self.shared.lock();
+        if let Some(reason) = &state.close {
+            return Poll::Ready(Received::Closed(reason.clone()));
+        }
+        if state.senders == 0 {
+            // The actor stopped without a reason.
+            return Poll::Ready(Received::Closed(CloseReason::new(
+                CloseReason::GOING_AWAY,
+                "document closed",
+            )));
+        }
+        if want_frame {
+            if let Some(frame) = state.frames.pop_front() {
+                state.bytes -= frame.len();
+                if state.frames.is_empty() && state.frames.capacity() > KEEP_SLOTS {
+                    state.frames.shrink_to(KEEP_SLOTS);
+                }
+                drop(state);
+                crate::metrics::outbound_queued(-1);
+                return Poll::Ready(Received::Frame(frame));
+            }
+        }
+        match &state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
-    pub fn try_recv(&mut self) -> Option<Bytes> {
-        let frame = self.rx.try_recv().ok()?;
-        self.taken(&frame);
-        Some(frame)
-    }
-
-    fn taken(&self, frame: &Bytes) {
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
-        crate::metrics::outbound_queued(-1);
+    /// Queues a reply from the connection itself (not counted against the
+    /// byte budget); false if the queue is full of frames.
+    pub fn push_reply(&self, frame: Bytes) -> bool {
+        let mut state = self.shared.lock();
+        if state.frames.len() >= state.max_frames {
+            return false;
+        }
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        drop(state);
+        crate::metrics::outbound_queued(1);
+        true
     }
 }
 
 impl Drop for OutboundReceiver {
     fn drop(&mut self) {
-        self.rx.close();
-        let mut left = 0;
-        while self.rx.try_recv().is_ok() {
-            left += 1;
-        }
-        crate::metrics::outbound_queued(-left);
+        let left = {
+            let mut state = self.shared.lock();
+            state.receiver_gone = true;
+            state.bytes = 0;
+            state.waker = None;
+            std::mem::take(&mut state.frames).len()
+        };
+        crate::metrics::outbound_queued(-(left as i64));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::task::noop_waker_ref;
 
-    #[tokio::test]
-    async fn bounded_in_frames_and_bytes() {
+    fn poll(rx: &mut OutboundReceiver) -> Poll<Received> {
+        rx.poll_recv(&mut Context::from_waker(noop_waker_ref()), true)
+    }
+
+    fn frame(len: usize) -> Bytes {
+        Bytes::from(vec![0; len])
+    }
+
+    #[test]
+    fn bounded_in_frames_and_bytes() {
         let (tx, mut rx) = Outbound::channel(2);
         assert_eq!(
-            tx.try_send(Bytes::from(vec![0; 100]), 10),
+            tx.try_send(frame(100), 10),
             Ok(()),
             "first frame always fits"
         );
+        assert_eq!(tx.try_send(frame(1), 10), Err(QueueError::Full));
+        assert_eq!(poll(&mut rx), Poll::Ready(Received::Frame(frame(100))));
+        assert_eq!(tx.try_send(frame(5), 10), Ok(()));
+        assert_eq!(tx.try_send(frame(5), 10), Ok(()));
         assert_eq!(
-            tx.try_send(Bytes::from(vec![0; 1]), 10),
-            Err(QueueError::Full)
+            tx.try_send(frame(0), 10),
+            Err(QueueError::Full),
+            "two frames at most"
         );
-        assert_eq!(rx.recv().await.map(|b| b.len()), Some(100));
-        assert_eq!(tx.try_send(Bytes::from(vec![0; 5]), 10), Ok(()));
-        assert_eq!(tx.try_send(Bytes::from(vec![0; 5]), 10), Ok(()));
-        assert_eq!(
-            tx.try_send_direct(Bytes::from(vec![0; 1])),
-            Err(QueueError::Full)
-        );
+        assert!(!rx.push_reply(frame(1)), "replies respect the frame bound");
         drop(rx);
-        assert_eq!(tx.try_send_direct(Bytes::new()), Err(QueueError::Closed));
+        assert_eq!(tx.try_send(Bytes::new(), 10), Err(QueueError::Closed));
+    }
+
+    #[test]
+    fn a_close_comes_before_queued_frames_and_stays() {
+        let (tx, mut rx) = Outbound::channel(8);
+        tx.try_send(frame(1), 100).expect("queued");
+        tx.close(CloseReason::new(CloseReason::POLICY, "too slow"));
+        tx.close(CloseReason::new(
+            CloseReason::DELETED,
+            "ignored: the first close wins",
+        ));
+        let closed = Poll::Ready(Received::Closed(CloseReason::new(
+            CloseReason::POLICY,
+            "too slow",
+        )));
+        assert_eq!(poll(&mut rx), closed);
+        assert_eq!(poll(&mut rx), closed);
+        assert_eq!(tx.try_send(frame(1), 100), Err(QueueError::Closed));
+    }
+
+    #[test]
+    fn the_last_sender_dropped_closes_the_connection() {
+        let (tx, mut rx) = Outbound::channel(8);
+        let copy = tx.clone();
+        drop(tx);
+        assert_eq!(poll(&mut rx), Poll::Pending, "a sender is left");
+        drop(copy);
+        assert_eq!(
+            poll(&mut rx),
+            Poll::Ready(Received::Closed(CloseReason::new(
+                CloseReason::GOING_AWAY,
+                "document closed"
+            )))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_frame_wakes_the_waiting_connection() {
+        let (tx, mut rx) = Outbound::channel(8);
+        let waiter =
+            tokio::spawn(async move { std::future::poll_fn(|cx| rx.poll_recv(cx, true)).await });
+        tokio::task::yield_now().await;
+        tx.try_send(frame(3), 100).expect("queued");
+        assert_eq!(waiter.await.expect("no panic"), Received::Frame(frame(3)));
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_memory_back() {
+        let (tx, mut rx) = Outbound::channel(1000);
+        for _ in 0..100 {
+            tx.try_send(frame(1), usize::MAX).expect("queued");
+        }
+        while let Poll::Ready(Received::Frame(_)) = poll(&mut rx) {}
+        assert!(rx.shared.lock().frames.capacity() <= KEEP_SLOTS);
     }
 }

@@ -9,6 +9,7 @@ use crate::cluster::Cluster;
 use crate::names::DocName;
 use crate::store::{Store, StoreError};
 use crdt_core::{Document, DocumentError, ValidationLimits};
+use futures_util::TryFutureExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -55,6 +56,28 @@ impl DocHandle {
     pub fn try_send(&self, command: DocCommand) -> Result<(), Gone> {
         self.tx.try_send(command).map_err(|_| Gone)
     }
+
+    /// Sends without waiting; a full queue hands the command back.
+    pub fn offer(&self, command: DocCommand) -> Result<(), Offer> {
+        self.tx.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(command) => Offer::Full(command),
+            mpsc::error::TrySendError::Closed(_) => Offer::Gone,
+        })
+    }
+
+    /// Resolves with room for one command in the actor's queue.
+    pub fn reserve(
+        &self,
+    ) -> impl std::future::Future<Output = Result<mpsc::OwnedPermit<DocCommand>, Gone>> + Send + 'static
+    {
+        self.tx.clone().reserve_owned().map_err(|_| Gone)
+    }
+}
+
+/// Why [`DocHandle::offer`] did not send.
+pub enum Offer {
+    Full(DocCommand),
+    Gone,
 }
 
 #[derive(Debug, thiserror::Error)]

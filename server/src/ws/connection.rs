@@ -1,9 +1,18 @@
-//! One WebSocket connection: a reader loop that decodes frames and hands
-//! them to the document actor, and a writer task that drains the bounded
-//! outbound queue and pings. When either ends, the other is stopped.
+//! One WebSocket connection, driven by one task.
+//!
+//! The task reads frames and hands them to the document actor, and writes
+//! what the actor queued for it, pings, and the close frame. Both sides are
+//! polled in one state machine ([`Connection::poll_until_done`]) rather than
+//! in a reader and a writer task: an idle connection then costs one small
+//! future, and no lock is shared between halves of the socket. Each side
+//! still progresses on its own: a socket backed up by a client that stopped
+//! reading does not stop the task reading that client (nor noticing that the
+//! actor closed it), and a full actor queue stops reading, never writing.
 
 use super::Peer;
-use crate::doc::{CloseReason, ConnId, DocCommand, DocHandle, Outbound, OutboundReceiver};
+use crate::doc::{
+    CloseReason, ConnId, DocCommand, DocHandle, Gone, Offer, Outbound, OutboundReceiver, Received,
+};
 use crate::limits::{ConnectionLimits, RateExceeded};
 use crate::names::DocName;
 use crate::state::AppState;
@@ -11,14 +20,13 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use crdt_core::protocol::encode_auth_denied;
 use crdt_core::{AwarenessUpdate, Message};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc::OwnedPermit;
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 pub async fn run(socket: WebSocket, app: AppState, name: DocName, id: ConnId, peer: Peer) {
@@ -32,55 +40,39 @@ pub async fn run(socket: WebSocket, app: AppState, name: DocName, id: ConnId, pe
     );
     async move {
         let (outbound, outbound_rx) = Outbound::channel(app.config.outbound_queue);
-        let Some((handle, kick_rx)) = join(&app, &name, id, outbound.clone()).await else {
+        // Boxed: joining is a one-off, and its future would otherwise make
+        // every connection's future as large as itself for its whole life.
+        let Some(handle) = Box::pin(join(&app, &name, id, outbound)).await else {
             return;
         };
         tracing::debug!(read_only = !peer.can_write, "connected");
         crate::metrics::connection_opened();
-        let (sink, stream) = socket.split();
-        let (close_tx, close_rx) = oneshot::channel();
-        let done = app.shutdown.child_token();
-        let started = Instant::now();
-        let last_seen = Arc::new(AtomicU64::new(0));
-        let writer = app.tracker.spawn(
-            Writer {
-                sink,
-                outbound: outbound_rx,
-                kick: kick_rx,
-                close: close_rx,
-                shutdown: app.shutdown.clone(),
-                done: done.clone(),
-                ping_interval: app.config.ping_interval(),
-                started,
-                last_seen: last_seen.clone(),
-            }
-            .run()
-            .in_current_span(),
-        );
-        let reader = Reader {
-            handle: &handle,
+        let mut connection = Connection {
+            socket,
+            outbound: outbound_rx,
+            handle,
             id,
-            peer: &peer,
-            outbound: &outbound,
-            close: Some(close_tx),
-            done: &done,
+            can_write: peer.can_write,
             limits: ConnectionLimits::new(
                 app.config.rate_messages_per_sec,
                 app.config.rate_bytes_per_sec,
                 Duration::from_secs(app.config.rate_burst_secs),
                 app.config.max_message_bytes,
             ),
-            started,
-            last_seen: &last_seen,
+            blocked: None,
+            unflushed: false,
+            ping_due: false,
+            ping_interval: app.config.ping_interval(),
+            last_seen: Instant::now(),
         };
-        let mut stream = stream;
-        let refused = reader.run(&mut stream).await;
-        let _ = handle.send(DocCommand::Disconnect { id }).await;
-        done.cancel();
-        let _ = writer.await;
-        if refused {
-            linger(stream).await;
-        }
+        let ending = {
+            let shutdown = app.shutdown.cancelled();
+            let ping = tokio::time::sleep(connection.ping_interval);
+            tokio::pin!(shutdown, ping);
+            std::future::poll_fn(|cx| connection.poll_until_done(cx, &mut shutdown, &mut ping))
+                .await
+        };
+        Box::pin(connection.finish(ending)).await;
         crate::metrics::connection_closed();
         tracing::debug!("disconnected");
     }
@@ -90,32 +82,25 @@ pub async fn run(socket: WebSocket, app: AppState, name: DocName, id: ConnId, pe
 
 /// Registers the connection with the document's actor, reopening the
 /// document if it unloaded since the upgrade was accepted.
-async fn join(
-    app: &AppState,
-    name: &DocName,
-    id: ConnId,
-    outbound: Outbound,
-) -> Option<(DocHandle, oneshot::Receiver<CloseReason>)> {
+async fn join(app: &AppState, name: &DocName, id: ConnId, outbound: Outbound) -> Option<DocHandle> {
     let joined = app
         .registry
         .with_doc(name, true, |handle| {
             let outbound = outbound.clone();
             async move {
-                let (kick, kick_rx) = oneshot::channel();
                 handle
                     .request(|reply| DocCommand::Connect {
                         id,
                         outbound,
-                        kick,
                         reply,
                     })
                     .await?;
-                Ok((handle, kick_rx))
+                Ok(handle)
             }
         })
         .await;
     match joined {
-        Ok(joined) => Some(joined),
+        Ok(handle) => Some(handle),
         Err(e) => {
             tracing::warn!(error = %e, "could not join document");
             None
@@ -123,85 +108,194 @@ async fn join(
     }
 }
 
-struct Reader<'a> {
-    handle: &'a DocHandle,
+struct Connection {
+    socket: WebSocket,
+    outbound: OutboundReceiver,
+    handle: DocHandle,
     id: ConnId,
-    peer: &'a Peer,
-    outbound: &'a Outbound,
-    /// Where the reader's reason to close goes, once.
-    close: Option<oneshot::Sender<CloseReason>>,
-    done: &'a CancellationToken,
+    /// False for read-only tokens: their updates are refused, never applied.
+    can_write: bool,
     limits: ConnectionLimits,
-    started: Instant,
-    last_seen: &'a AtomicU64,
+    /// A command the actor's full queue has no room for yet. Nothing more
+    /// is read until it is handed over: the client waits, not the server.
+    blocked: Option<Box<Blocked>>,
+    /// Frames handed to the socket since it was last flushed.
+    unflushed: bool,
+    ping_due: bool,
+    ping_interval: Duration,
+    last_seen: Instant,
 }
 
-impl Reader<'_> {
-    /// Reads until the client leaves or is refused; true if refused.
-    async fn run(mut self, stream: &mut SplitStream<WebSocket>) -> bool {
-        loop {
-            let next = tokio::select! {
-                next = stream.next() => next,
-                _ = self.done.cancelled() => return false,
-            };
-            self.last_seen
-                .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-            let frame = match next {
-                Some(Ok(WsMessage::Binary(frame))) => {
-                    crate::metrics::frame_received(frame.len());
-                    frame
-                }
-                Some(Ok(WsMessage::Text(_))) => {
-                    return self
-                        .refuse(CloseReason::new(
-                            CloseReason::UNSUPPORTED,
-                            "text frames are not supported; send binary y-websocket messages",
-                        ))
-                        .await;
-                }
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
-                Some(Ok(WsMessage::Close(_))) | None => return false,
-                Some(Err(e)) => {
-                    return match too_big(&e) {
-                        Some(reason) => self.refuse(reason).await,
-                        None => {
-                            tracing::debug!(error = %e, "read failed");
-                            false
-                        }
-                    };
-                }
-            };
-            if let Err(exceeded) = self.limits.admit(frame.len()) {
-                let what = match exceeded {
-                    RateExceeded::Messages => "messages",
-                    RateExceeded::Bytes => "bytes",
-                };
-                return self
-                    .refuse(CloseReason::new(
-                        CloseReason::POLICY,
-                        format!("rate limit exceeded ({what} per second)"),
-                    ))
-                    .await;
+struct Blocked {
+    command: DocCommand,
+    permit: Pin<Box<dyn Future<Output = Result<OwnedPermit<DocCommand>, Gone>> + Send>>,
+}
+
+/// How a connection ends.
+#[derive(Debug)]
+enum Ending {
+    /// The client left, or the socket failed: nothing more to send.
+    Left,
+    /// The server closes the connection with this frame.
+    Close(CloseReason),
+    /// The client's own input was refused with this frame. The socket stays
+    /// open a moment for the client to read it (see [`linger`]).
+    Refused(CloseReason),
+}
+
+/// Frames read in one poll before the task yields to others.
+const READS_PER_POLL: usize = 32;
+
+impl Connection {
+    /// Drives both directions until the connection must end.
+    fn poll_until_done(
+        &mut self,
+        cx: &mut Context<'_>,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+        ping: &mut Pin<&mut Sleep>,
+    ) -> Poll<Ending> {
+        if shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ending::Close(CloseReason::new(
+                CloseReason::GOING_AWAY,
+                "server shutting down",
+            )));
+        }
+        while ping.as_mut().poll(cx).is_ready() {
+            let silent = self.last_seen.elapsed();
+            if silent > 2 * self.ping_interval {
+                tracing::info!(
+                    silent_ms = silent.as_millis() as u64,
+                    "peer stopped answering pings"
+                );
+                return Poll::Ready(Ending::Close(CloseReason::new(
+                    CloseReason::GOING_AWAY,
+                    "ping timeout",
+                )));
             }
-            match self.to_command(&frame) {
-                Ok(Some(command)) => {
-                    if self.handle.send(command).await.is_err() {
-                        return false;
+            self.ping_due = true;
+            ping.as_mut().reset(Instant::now() + self.ping_interval);
+        }
+        for _ in 0..READS_PER_POLL {
+            // Writing first: replies to what was just read go out in the
+            // same flush as everything else queued.
+            if let Poll::Ready(ending) = self.poll_write(cx) {
+                return Poll::Ready(ending);
+            }
+            if let Some(blocked) = &mut self.blocked {
+                match blocked.permit.as_mut().poll(cx) {
+                    Poll::Ready(Ok(permit)) => {
+                        if let Some(blocked) = self.blocked.take() {
+                            permit.send(blocked.command);
+                        }
                     }
+                    Poll::Ready(Err(Gone)) => return Poll::Ready(Ending::Left),
+                    Poll::Pending => return Poll::Pending,
                 }
-                Ok(None) => {}
-                Err(reason) => return self.refuse(reason).await,
+            }
+            let next = match Pin::new(&mut self.socket).poll_next(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => return Poll::Pending,
+            };
+            if let Some(ending) = self.on_read(next) {
+                return Poll::Ready(ending);
             }
         }
+        // More to read: let other tasks run first.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
-    async fn refuse(&mut self, reason: CloseReason) -> bool {
-        crate::metrics::rejected_frame(reason.label());
-        tracing::info!(code = reason.code, reason = %reason.reason, "closing connection");
-        if let Some(close) = self.close.take() {
-            let _ = close.send(reason);
+    /// Hands the socket everything queued, then flushes. Ready only when
+    /// the connection must end.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        loop {
+            let ready = match Pin::new(&mut self.socket).poll_ready(cx) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(e)) => return Poll::Ready(lost("write", &e)),
+                Poll::Pending => false,
+            };
+            if ready && self.ping_due {
+                self.ping_due = false;
+                if let Err(e) = Pin::new(&mut self.socket).start_send(WsMessage::Ping(Bytes::new()))
+                {
+                    return Poll::Ready(lost("ping", &e));
+                }
+                self.unflushed = true;
+                continue;
+            }
+            // The actor's close is taken even when the socket is backed up.
+            match self.outbound.poll_recv(cx, ready) {
+                Poll::Ready(Received::Frame(frame)) => {
+                    crate::metrics::frame_sent(frame.len());
+                    if let Err(e) = Pin::new(&mut self.socket).start_send(WsMessage::Binary(frame))
+                    {
+                        return Poll::Ready(lost("write", &e));
+                    }
+                    self.unflushed = true;
+                }
+                Poll::Ready(Received::Closed(reason)) => return Poll::Ready(Ending::Close(reason)),
+                Poll::Pending => break,
+            }
         }
-        true
+        if self.unflushed {
+            match Pin::new(&mut self.socket).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(lost("flush", &e)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+
+    /// One read from the socket; `Some` ends the connection.
+    fn on_read(&mut self, next: Option<Result<WsMessage, axum::Error>>) -> Option<Ending> {
+        self.last_seen = Instant::now();
+        let frame = match next {
+            Some(Ok(WsMessage::Binary(frame))) => {
+                crate::metrics::frame_received(frame.len());
+                frame
+            }
+            Some(Ok(WsMessage::Text(_))) => {
+                return Some(refuse(CloseReason::new(
+                    CloseReason::UNSUPPORTED,
+                    "text frames are not supported; send binary y-websocket messages",
+                )));
+            }
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => return None,
+            Some(Ok(WsMessage::Close(_))) | None => return Some(Ending::Left),
+            Some(Err(e)) => {
+                return Some(match too_big(&e) {
+                    Some(reason) => refuse(reason),
+                    None => lost("read", &e),
+                });
+            }
+        };
+        if let Err(exceeded) = self.limits.admit(frame.len()) {
+            let what = match exceeded {
+                RateExceeded::Messages => "messages",
+                RateExceeded::Bytes => "bytes",
+            };
+            return Some(refuse(CloseReason::new(
+                CloseReason::POLICY,
+                format!("rate limit exceeded ({what} per second)"),
+            )));
+        }
+        let command = match self.to_command(&frame) {
+            Ok(Some(command)) => command,
+            Ok(None) => return None,
+            Err(reason) => return Some(refuse(reason)),
+        };
+        match self.handle.offer(command) {
+            Ok(()) => None,
+            Err(Offer::Full(command)) => {
+                self.blocked = Some(Box::new(Blocked {
+                    command,
+                    permit: Box::pin(self.handle.reserve()),
+                }));
+                None
+            }
+            Err(Offer::Gone) => Some(Ending::Left),
+        }
     }
 
     /// Decodes one frame into the command for the actor; an error is the
@@ -217,9 +311,12 @@ impl Reader<'_> {
             CloseReason::new(code, e.to_string())
         })?;
         Ok(Some(match message {
-            Message::SyncStep1(state_vector) => DocCommand::SyncStep1 { id, state_vector },
+            Message::SyncStep1(state_vector) => DocCommand::SyncStep1 {
+                id,
+                state_vector: Box::new(state_vector),
+            },
             Message::SyncStep2(update) | Message::Update(update) => {
-                if !self.peer.can_write {
+                if !self.can_write {
                     self.deny_write(update);
                     return Ok(None);
                 }
@@ -235,7 +332,10 @@ impl Reader<'_> {
                         format!("invalid awareness update: {e}"),
                     )
                 })?;
-                DocCommand::Awareness { id, update }
+                DocCommand::Awareness {
+                    id,
+                    update: Box::new(update),
+                }
             }
             Message::QueryAwareness => DocCommand::QueryAwareness { id },
             Message::AuthDenied(_) => {
@@ -259,19 +359,61 @@ impl Reader<'_> {
         let denied = Bytes::from(encode_auth_denied(
             "read-only access: updates are not applied",
         ));
-        // A full queue means the actor is about to disconnect this client anyway.
-        let _ = self.outbound.try_send_direct(denied);
+        // A full queue means the actor is about to close this client anyway.
+        self.outbound.push_reply(denied);
+    }
+
+    /// Leaves the document, then closes the socket as `ending` says.
+    async fn finish(mut self, ending: Ending) {
+        let _ = self
+            .handle
+            .send(DocCommand::Disconnect { id: self.id })
+            .await;
+        let (reason, refused) = match ending {
+            Ending::Left => (None, false),
+            Ending::Close(reason) => (Some(reason), false),
+            Ending::Refused(reason) => (Some(reason), true),
+        };
+        if let Some(reason) = reason {
+            let frame = CloseFrame {
+                code: reason.code,
+                reason: reason.reason.into(),
+            };
+            // A client that does not read cannot take a close frame either.
+            let _ = tokio::time::timeout(
+                CLOSE_SEND_TIMEOUT,
+                self.socket.send(WsMessage::Close(Some(frame))),
+            )
+            .await;
+        }
+        if refused {
+            linger(&mut self.socket).await;
+        }
+        let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, self.socket.close()).await;
     }
 }
+
+fn refuse(reason: CloseReason) -> Ending {
+    crate::metrics::rejected_frame(reason.label());
+    tracing::info!(code = reason.code, reason = %reason.reason, "closing connection");
+    Ending::Refused(reason)
+}
+
+fn lost(what: &str, e: &axum::Error) -> Ending {
+    tracing::debug!(error = %e, "{what} failed");
+    Ending::Left
+}
+
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// After refusing a client, keeps the socket open until the client answers
 /// our close frame, for at most [`LINGER`]. Dropping a socket with unread
 /// bytes (the rest of an oversized message) makes the kernel send a reset,
 /// which can reach the client before our close frame does.
-async fn linger(mut stream: SplitStream<WebSocket>) {
+async fn linger(socket: &mut WebSocket) {
     let deadline = Instant::now() + LINGER;
     let _ = tokio::time::timeout_at(deadline, async {
-        while let Some(next) = stream.next().await {
+        while let Some(next) = socket.next().await {
             match next {
                 Ok(WsMessage::Close(_)) => return,
                 Ok(_) => {}
@@ -294,130 +436,4 @@ fn too_big(e: &axum::Error) -> Option<CloseReason> {
         }
         _ => None,
     }
-}
-
-struct Writer {
-    sink: SplitSink<WebSocket, WsMessage>,
-    outbound: OutboundReceiver,
-    kick: oneshot::Receiver<CloseReason>,
-    close: oneshot::Receiver<CloseReason>,
-    shutdown: CancellationToken,
-    done: CancellationToken,
-    ping_interval: Duration,
-    started: Instant,
-    last_seen: Arc<AtomicU64>,
-}
-
-impl Writer {
-    async fn run(self) {
-        let Writer {
-            mut sink,
-            mut outbound,
-            mut kick,
-            mut close,
-            shutdown,
-            done,
-            ping_interval,
-            started,
-            last_seen,
-        } = self;
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-        // Every wait, a write into a backed-up socket included, also waits
-        // for a reason to stop: a client that stopped reading must not keep
-        // its writer stuck.
-        let stop = stop_signal(&shutdown, &mut close, &mut kick, &done);
-        tokio::pin!(stop);
-        let reason = loop {
-            tokio::select! {
-                biased;
-                reason = &mut stop => break reason,
-                frame = outbound.recv() => {
-                    let Some(frame) = frame else { break None };
-                    tokio::select! {
-                        biased;
-                        reason = &mut stop => break reason,
-                        written = write_batch(&mut sink, &mut outbound, frame) => {
-                            if !written {
-                                break None;
-                            }
-                        }
-                    }
-                }
-                _ = ping.tick() => {
-                    let silent_ms = (started.elapsed().as_millis() as u64)
-                        .saturating_sub(last_seen.load(Ordering::Relaxed));
-                    if silent_ms > 2 * ping_interval.as_millis() as u64 {
-                        tracing::info!(silent_ms, "peer stopped answering pings");
-                        break Some(CloseReason::new(CloseReason::GOING_AWAY, "ping timeout"));
-                    }
-                    tokio::select! {
-                        biased;
-                        reason = &mut stop => break reason,
-                        sent = sink.send(WsMessage::Ping(Bytes::new())) => {
-                            if sent.is_err() {
-                                break None;
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        if let Some(reason) = reason {
-            let frame = CloseFrame {
-                code: reason.code,
-                reason: reason.reason.into(),
-            };
-            // A client that does not read cannot take a close frame either.
-            let _ =
-                tokio::time::timeout(CLOSE_SEND_TIMEOUT, sink.send(WsMessage::Close(Some(frame))))
-                    .await;
-        }
-        let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, sink.close()).await;
-        done.cancel();
-    }
-}
-
-const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Resolves when the writer must stop, with the close frame to send, if any.
-async fn stop_signal(
-    shutdown: &CancellationToken,
-    close: &mut oneshot::Receiver<CloseReason>,
-    kick: &mut oneshot::Receiver<CloseReason>,
-    done: &CancellationToken,
-) -> Option<CloseReason> {
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => {
-            Some(CloseReason::new(CloseReason::GOING_AWAY, "server shutting down"))
-        }
-        // The reader's own refusal wins over anything the actor does after
-        // the reader left (dropping the kick sender included). A reader that
-        // ended without refusing dropped its sender: the client left.
-        refused = close => refused.ok(),
-        kicked = kick => match kicked {
-            Ok(reason) => Some(reason),
-            // The actor dropped us without a reason: it stopped.
-            Err(_) => Some(CloseReason::new(CloseReason::GOING_AWAY, "document closed")),
-        },
-        // The reader ended: the client is gone or already closing.
-        _ = done.cancelled() => None,
-    }
-}
-
-/// Writes `first` and whatever else is queued, with one flush.
-async fn write_batch(
-    sink: &mut SplitSink<WebSocket, WsMessage>,
-    outbound: &mut OutboundReceiver,
-    first: Bytes,
-) -> bool {
-    let mut next = Some(first);
-    while let Some(frame) = next {
-        crate::metrics::frame_sent(frame.len());
-        if sink.feed(WsMessage::Binary(frame)).await.is_err() {
-            return false;
-        }
-        next = outbound.try_recv();
-    }
-    sink.flush().await.is_ok()
 }
