@@ -56,9 +56,6 @@ struct State {
     waker: Option<Waker>,
 }
 
-/// A drained queue keeps at most this many slots.
-const KEEP_SLOTS: usize = 4;
-
 impl Shared {
     /// The state stays consistent whatever panicked while holding it (every
     /// change is a single field update), so a poisoned lock is still usable.
@@ -173,8 +170,9 @@ impl OutboundReceiver {
         if want_frame {
             if let Some(frame) = state.frames.pop_front() {
                 state.bytes -= frame.len();
-                if state.frames.is_empty() && state.frames.capacity() > KEEP_SLOTS {
-                    state.frames.shrink_to(KEEP_SLOTS);
+                if state.frames.is_empty() {
+                    // Most connections sit idle between bursts.
+                    state.frames.shrink_to_fit();
                 }
                 drop(state);
                 crate::metrics::outbound_queued(-1);
@@ -302,6 +300,6 @@ mod tests {
             tx.try_send(frame(1), usize::MAX).expect("queued");
         }
         while let Poll::Ready(Received::Frame(_)) = poll(&mut rx) {}
-        assert!(rx.shared.lock().frames.capacity() <= KEEP_SLOTS);
+        assert_eq!(rx.shared.lock().frames.capacity(), 0);
     }
 }

@@ -26,58 +26,74 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc::OwnedPermit;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
-pub async fn run(socket: WebSocket, app: AppState, name: DocName, id: ConnId, peer: Peer) {
+/// What an accepted upgrade hands the connection.
+pub struct Setup {
+    pub app: AppState,
+    pub name: DocName,
+    pub id: ConnId,
+    pub peer: Peer,
+    /// Held for the connection's life: `--max-connections`.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// The connection's whole life, as one boxed future: idle connections are
+/// what a node holds most of, so every byte of this future counts. The
+/// socket is boxed too, so that no layer of the future keeps a copy of it.
+pub fn run(socket: WebSocket, setup: Box<Setup>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     let span = tracing::info_span!(
         "conn",
-        conn = id,
-        doc = %name,
-        node = %app.node_id,
-        peer = %peer.addr,
-        sub = %peer.subject,
+        conn = setup.id,
+        doc = %setup.name,
+        node = %setup.app.node_id,
+        peer = %setup.peer.addr,
+        sub = %setup.peer.subject,
     );
-    async move {
-        let (outbound, outbound_rx) = Outbound::channel(app.config.outbound_queue);
-        // Boxed: joining is a one-off, and its future would otherwise make
-        // every connection's future as large as itself for its whole life.
-        let Some(handle) = Box::pin(join(&app, &name, id, outbound)).await else {
-            return;
-        };
-        tracing::debug!(read_only = !peer.can_write, "connected");
-        crate::metrics::connection_opened();
-        let mut connection = Connection {
-            socket,
-            outbound: outbound_rx,
-            handle,
-            id,
-            can_write: peer.can_write,
-            limits: ConnectionLimits::new(
-                app.config.rate_messages_per_sec,
-                app.config.rate_bytes_per_sec,
-                Duration::from_secs(app.config.rate_burst_secs),
-                app.config.max_message_bytes,
-            ),
-            blocked: None,
-            unflushed: false,
-            ping_due: false,
-            ping_interval: app.config.ping_interval(),
-            last_seen: Instant::now(),
-        };
-        let ending = {
-            let shutdown = app.shutdown.cancelled();
-            let ping = tokio::time::sleep(connection.ping_interval);
-            tokio::pin!(shutdown, ping);
-            std::future::poll_fn(|cx| connection.poll_until_done(cx, &mut shutdown, &mut ping))
-                .await
-        };
-        Box::pin(connection.finish(ending)).await;
-        crate::metrics::connection_closed();
-        tracing::debug!("disconnected");
-    }
-    .instrument(span)
-    .await
+    Box::pin(serve(Box::new(socket), setup).instrument(span))
+}
+
+async fn serve(socket: Box<WebSocket>, setup: Box<Setup>) {
+    let (outbound, outbound_rx) = Outbound::channel(setup.app.config.outbound_queue);
+    // Boxed: joining is a one-off, and its future would otherwise make
+    // every connection's future as large as itself for its whole life.
+    let Some(handle) = Box::pin(join(&setup.app, &setup.name, setup.id, outbound)).await else {
+        return;
+    };
+    tracing::debug!(read_only = !setup.peer.can_write, "connected");
+    crate::metrics::connection_opened();
+    let config = &setup.app.config;
+    let mut connection = Connection {
+        socket,
+        outbound: outbound_rx,
+        handle,
+        id: setup.id,
+        can_write: setup.peer.can_write,
+        limits: ConnectionLimits::new(
+            config.rate_messages_per_sec,
+            config.rate_bytes_per_sec,
+            Duration::from_secs(config.rate_burst_secs),
+            config.max_message_bytes,
+        ),
+        blocked: None,
+        unflushed: false,
+        ping_due: false,
+        ping_interval: config.ping_interval(),
+        last_seen: Instant::now(),
+    };
+    let shutdown = setup.app.shutdown.clone().cancelled_owned();
+    let Setup { permit, .. } = *setup;
+    let ending = {
+        let ping = tokio::time::sleep(connection.ping_interval);
+        tokio::pin!(shutdown, ping);
+        std::future::poll_fn(|cx| connection.poll_until_done(cx, &mut shutdown, &mut ping)).await
+    };
+    Box::pin(connection.finish(ending)).await;
+    drop(permit);
+    crate::metrics::connection_closed();
+    tracing::debug!("disconnected");
 }
 
 /// Registers the connection with the document's actor, reopening the
@@ -109,7 +125,7 @@ async fn join(app: &AppState, name: &DocName, id: ConnId, outbound: Outbound) ->
 }
 
 struct Connection {
-    socket: WebSocket,
+    socket: Box<WebSocket>,
     outbound: OutboundReceiver,
     handle: DocHandle,
     id: ConnId,

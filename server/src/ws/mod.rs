@@ -60,18 +60,21 @@ pub async fn upgrade(
     let id = app.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let max = app.config.max_message_bytes;
     let tracker = app.tracker.clone();
+    // One pointer in axum's upgrade task instead of every field.
+    let setup = Box::new(connection::Setup {
+        app,
+        name,
+        id,
+        peer,
+        permit,
+    });
     Ok(ws
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(WRITE_BUFFER + max)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                connection::run(socket, app, name, id, peer).await;
-                drop(permit);
-            })
-        }))
+        .on_upgrade(move |socket| tracker.track_future(connection::run(socket, setup))))
 }
 
 /// The empty name, `/ws` and `/ws/`.
