@@ -8,6 +8,7 @@ use super::command::{
     CloseReason, ConnId, DocCommand, DocEvent, DocInfo, SnapshotBody, SnapshotFormat,
     SnapshotRequest, Subscription,
 };
+use super::mailbox::MailboxReceiver;
 use super::outbound::{Outbound, QueueError};
 use super::registry::{DocStats, Registry};
 use crate::cluster::Cluster;
@@ -21,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -148,7 +149,7 @@ impl DocActor {
         }
     }
 
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<DocCommand>) {
+    pub(super) async fn run(mut self, mut rx: MailboxReceiver) {
         let span = tracing::info_span!("doc", doc = %self.name);
         async move {
             tracing::debug!("loaded");
@@ -169,7 +170,10 @@ impl DocActor {
                 tokio::select! {
                     command = rx.recv() => match command {
                         Some(command) => {
-                            self.handle(command).await;
+                            // Boxed: the futures of the rarer commands
+                            // (delete, reload, compaction) would otherwise
+                            // size every idle document's task.
+                            Box::pin(self.handle(command)).await;
                             if self.deleted() {
                                 return;
                             }
@@ -180,7 +184,7 @@ impl DocActor {
                     _ = sleep_until(waiter_deadline) => {
                         if self.expire_peer_waiters(&rx) {
                             rx.close();
-                            while rx.try_recv().is_ok() {}
+                            while rx.try_recv().is_some() {}
                             tracing::debug!("no peer holds this document; dropped");
                             break;
                         }
@@ -193,7 +197,7 @@ impl DocActor {
                             rx.close();
                             // Commands that raced in are dropped: their reply
                             // channels close and the senders open the document anew.
-                            while rx.try_recv().is_ok() {}
+                            while rx.try_recv().is_some() {}
                             tracing::debug!("unloading idle document");
                             break;
                         }

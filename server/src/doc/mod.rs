@@ -2,6 +2,7 @@
 
 mod actor;
 mod command;
+mod mailbox;
 mod outbound;
 mod peers;
 mod registry;
@@ -10,5 +11,6 @@ pub use command::{
     ApplyError, CloseReason, ConnId, DocCommand, DocEvent, DocInfo, Gone, SnapshotBody,
     SnapshotFormat, SnapshotRequest, Subscription,
 };
+pub use mailbox::{Offer, Permit};
 pub use outbound::{Outbound, OutboundReceiver, QueueError, Received};
-pub use registry::{DocHandle, Offer, OpenError, Registry, RegistryOptions};
+pub use registry::{DocHandle, OpenError, Registry, RegistryOptions};

@@ -2,13 +2,11 @@
 //! relaying updates and presence to and from other nodes.
 
 use super::actor::{DocActor, Source};
-use super::command::DocCommand;
 use bytes::Bytes;
 use crdt_core::cluster::{state_vector_le, Body, ClusterMessage, PeerState};
 use crdt_core::protocol::encode_awareness;
 use crdt_core::AwarenessUpdate;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long a freshly loaded, empty document waits for peers to answer
@@ -201,7 +199,7 @@ impl DocActor {
     /// Answers expired `AwaitPeers` callers. Returns true when the document
     /// is still empty and unused, and has been removed from the registry:
     /// nobody holds it, and it must not linger as a phantom.
-    pub(super) fn expire_peer_waiters(&mut self, rx: &mpsc::Receiver<DocCommand>) -> bool {
+    pub(super) fn expire_peer_waiters(&mut self, rx: &super::mailbox::MailboxReceiver) -> bool {
         let now = Instant::now();
         let empty = self.is_empty();
         let mut answered = false;

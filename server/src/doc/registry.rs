@@ -5,16 +5,16 @@
 
 use super::actor::{ActorSettings, DocActor, LoadedState};
 use super::command::{DocCommand, Gone};
+use super::mailbox::{mailbox, MailboxReceiver, MailboxSender, Offer, Permit};
 use crate::cluster::Cluster;
 use crate::names::DocName;
 use crate::store::{Store, StoreError};
 use crdt_core::{Document, DocumentError, ValidationLimits};
-use futures_util::TryFutureExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,7 +31,7 @@ pub struct DocStats {
 
 #[derive(Clone)]
 pub struct DocHandle {
-    tx: mpsc::Sender<DocCommand>,
+    tx: MailboxSender,
     pub stats: Arc<DocStats>,
     actor_id: u64,
 }
@@ -54,30 +54,20 @@ impl DocHandle {
 
     /// Sends without waiting; fails if the actor is gone or its queue is full.
     pub fn try_send(&self, command: DocCommand) -> Result<(), Gone> {
-        self.tx.try_send(command).map_err(|_| Gone)
+        self.tx.offer(command).map_err(|_| Gone)
     }
 
     /// Sends without waiting; a full queue hands the command back.
     pub fn offer(&self, command: DocCommand) -> Result<(), Offer> {
-        self.tx.try_send(command).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(command) => Offer::Full(command),
-            mpsc::error::TrySendError::Closed(_) => Offer::Gone,
-        })
+        self.tx.offer(command)
     }
 
     /// Resolves with room for one command in the actor's queue.
     pub fn reserve(
         &self,
-    ) -> impl std::future::Future<Output = Result<mpsc::OwnedPermit<DocCommand>, Gone>> + Send + 'static
-    {
-        self.tx.clone().reserve_owned().map_err(|_| Gone)
+    ) -> impl std::future::Future<Output = Result<Permit, Gone>> + Send + 'static {
+        self.tx.reserve()
     }
-}
-
-/// Why [`DocHandle::offer`] did not send.
-pub enum Offer {
-    Full(DocCommand),
-    Gone,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +222,7 @@ impl Registry {
             // Someone loaded it while we did; theirs wins.
             return Ok(handle.clone());
         }
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (tx, rx) = mailbox(COMMAND_QUEUE);
         let stats = Arc::new(DocStats::default());
         stats
             .updated_at_ms
@@ -295,7 +285,7 @@ impl Registry {
         &self,
         name: &DocName,
         actor_id: u64,
-        rx: &mpsc::Receiver<DocCommand>,
+        rx: &MailboxReceiver,
     ) -> bool {
         let mut docs = self.docs();
         let ours = docs.get(name).is_some_and(|h| h.actor_id == actor_id);

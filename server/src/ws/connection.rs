@@ -11,7 +11,8 @@
 
 use super::Peer;
 use crate::doc::{
-    CloseReason, ConnId, DocCommand, DocHandle, Gone, Offer, Outbound, OutboundReceiver, Received,
+    CloseReason, ConnId, DocCommand, DocHandle, Gone, Offer, Outbound, OutboundReceiver, Permit,
+    Received,
 };
 use crate::limits::{ConnectionLimits, RateExceeded};
 use crate::names::DocName;
@@ -25,7 +26,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
@@ -144,7 +144,7 @@ struct Connection {
 
 struct Blocked {
     command: DocCommand,
-    permit: Pin<Box<dyn Future<Output = Result<OwnedPermit<DocCommand>, Gone>> + Send>>,
+    permit: Pin<Box<dyn Future<Output = Result<Permit, Gone>> + Send>>,
 }
 
 /// How a connection ends.

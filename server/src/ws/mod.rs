@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 
 /// Small socket buffers: most frames are keystrokes, and memory per idle
 /// connection is what limits how many a node holds.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 512;
 const WRITE_BUFFER: usize = 1024;
 
 pub async fn upgrade(
