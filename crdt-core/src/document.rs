@@ -221,7 +221,10 @@ impl Document {
         log: impl IntoIterator<Item = &'a [u8]>,
         limits: ValidationLimits,
     ) -> Result<Self, DocumentError> {
-        Document::load_onto(Document::with_limits(limits), snapshot.into_iter().chain(log))
+        Document::load_onto(
+            Document::with_limits(limits),
+            snapshot.into_iter().chain(log),
+        )
     }
 
     /// Rebuilds a document from a snapshot that Quire encoded itself and
@@ -618,15 +621,20 @@ mod tests {
     #[test]
     fn a_stored_snapshot_and_its_log_load_to_the_same_document_either_way() {
         let mut original = Document::new();
-        original.apply_update_v1(&typed("snapshot ")).expect("valid");
+        original
+            .apply_update_v1(&typed("snapshot "))
+            .expect("valid");
         let snapshot = original.encode_state_v1();
         let before = original.state_vector();
         original.apply_update_v1(&typed("log")).expect("valid");
         let log = original.diff_v1(&before);
         let checked = Document::load(Some(&snapshot), [log.as_slice()]).expect("loads");
-        let stored =
-            Document::load_stored(Some(&snapshot), [log.as_slice()], ValidationLimits::default())
-                .expect("loads");
+        let stored = Document::load_stored(
+            Some(&snapshot),
+            [log.as_slice()],
+            ValidationLimits::default(),
+        )
+        .expect("loads");
         assert_eq!(stored.encode_state_v1(), checked.encode_state_v1());
         assert_eq!(stored.encode_state_v1(), original.encode_state_v1());
     }
@@ -634,7 +642,9 @@ mod tests {
     #[test]
     fn a_damaged_stored_snapshot_is_an_error_not_a_crash() {
         let mut original = Document::new();
-        original.apply_update_v1(&typed("hello world")).expect("valid");
+        original
+            .apply_update_v1(&typed("hello world"))
+            .expect("valid");
         let snapshot = original.encode_state_v1();
         for cut in 1..snapshot.len() {
             let loaded = Document::load_stored(

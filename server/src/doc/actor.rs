@@ -149,13 +149,13 @@ impl DocActor {
         }
     }
 
-    pub(super) async fn run(mut self, mut rx: MailboxReceiver) {
+    pub(super) async fn run(mut self: Box<Self>, mut rx: MailboxReceiver) {
         let span = tracing::info_span!("doc", doc = %self.name);
         async move {
             tracing::debug!("loaded");
             if let Some(cluster) = self.cluster.clone() {
                 // Subscribe before asking, so no answer is missed.
-                cluster.subscribe(&self.name, self.actor_id).await;
+                Box::pin(cluster.subscribe(&self.name, self.actor_id)).await;
                 self.request_sync(true, true);
             }
             let resync_every = self
@@ -209,7 +209,7 @@ impl DocActor {
             if let Some(cluster) = &self.cluster {
                 cluster.unsubscribe(&self.name, self.actor_id);
             }
-            self.compact().await;
+            Box::pin(self.compact()).await;
         }
         .instrument(span)
         .await

@@ -238,7 +238,9 @@ impl Registry {
         };
         docs.insert(name.clone(), handle.clone());
         drop(docs);
-        let actor = DocActor::new(
+        // Boxed, and moved as a box: each layer of the task's future would
+        // otherwise keep its own copy of the actor's fields.
+        let actor = Box::new(DocActor::new(
             name.clone(),
             actor_id,
             state,
@@ -248,7 +250,7 @@ impl Registry {
             self.inner.settings.clone(),
             self.inner.shutdown.clone(),
             self.inner.cluster.get().cloned(),
-        );
+        ));
         crate::metrics::document_loaded();
         self.inner.tracker.spawn(async move {
             actor.run(rx).await;
