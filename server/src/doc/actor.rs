@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crdt_core::cluster::Body;
 use crdt_core::protocol::{encode_awareness, encode_sync_step1, encode_sync_step2, encode_update};
 use crdt_core::{AwarenessTable, AwarenessUpdate, Document, DocumentError};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +29,9 @@ use tracing::Instrument;
 
 pub(super) struct Link {
     outbound: Outbound,
-    /// Awareness client ids this connection introduced; removed when it leaves.
-    pub(super) awareness_clients: HashSet<u64>,
+    /// Awareness client ids this connection introduced; removed when it
+    /// leaves. Usually one: a `Vec` is the smallest set for that.
+    pub(super) awareness_clients: Vec<u64>,
 }
 
 pub(super) struct ActorSettings {
@@ -162,7 +163,11 @@ impl DocActor {
                 .cluster
                 .as_ref()
                 .map_or(Duration::from_secs(3600), Cluster::resync_interval);
-            let mut resync = tokio::time::interval_at(Instant::now() + resync_every, resync_every);
+            // Only in cluster mode: an interval is a boxed timer.
+            let mut resync = self
+                .cluster
+                .is_some()
+                .then(|| tokio::time::interval_at(Instant::now() + resync_every, resync_every));
             let mut idle_since = Some(Instant::now());
             loop {
                 let idle_deadline = idle_since.map(|t| t + self.settings.idle_unload);
@@ -189,7 +194,7 @@ impl DocActor {
                             break;
                         }
                     }
-                    _ = resync.tick(), if self.cluster.is_some() => self.request_sync(false, false),
+                    _ = tick(&mut resync) => self.request_sync(false, false),
                     _ = sleep_until(idle_deadline) => {
                         // Change-feed subscribers keep a document loaded too.
                         if self.subscribers() == 0
@@ -242,7 +247,7 @@ impl DocActor {
                     id,
                     Link {
                         outbound,
-                        awareness_clients: HashSet::new(),
+                        awareness_clients: Vec::new(),
                     },
                 );
                 for frame in first {
@@ -417,10 +422,16 @@ impl DocActor {
             return;
         }
         if let Some(link) = self.conns.get_mut(&id) {
-            link.awareness_clients
-                .extend(change.added.iter().chain(&change.updated));
-            for gone in &change.removed {
-                link.awareness_clients.remove(gone);
+            // Sorted, so that an update naming many clients costs
+            // O(n log n), never O(n²).
+            let clients = &mut link.awareness_clients;
+            clients.extend(change.added.iter().chain(&change.updated));
+            clients.sort_unstable();
+            clients.dedup();
+            if !change.removed.is_empty() {
+                let mut removed = change.removed.clone();
+                removed.sort_unstable();
+                clients.retain(|client| removed.binary_search(client).is_err());
             }
         }
         let encoded = change.effective.encode();
@@ -599,6 +610,15 @@ impl DocActor {
                 cluster.publish(&self.name, Body::Awareness(encoded));
             }
         }
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

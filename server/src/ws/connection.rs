@@ -40,6 +40,12 @@ pub struct Setup {
     pub permit: OwnedSemaphorePermit,
 }
 
+impl Setup {
+    fn into_permit(self: Box<Self>) -> OwnedSemaphorePermit {
+        self.permit
+    }
+}
+
 /// The connection's whole life, as one boxed future: idle connections are
 /// what a node holds most of, so every byte of this future counts. The
 /// socket is boxed too, so that no layer of the future keeps a copy of it.
@@ -84,7 +90,8 @@ async fn serve(socket: Box<WebSocket>, setup: Box<Setup>) {
         last_seen: Instant::now(),
     };
     let shutdown = setup.app.shutdown.clone().cancelled_owned();
-    let Setup { permit, .. } = *setup;
+    // Only the permit lives on; the rest of the setup is freed here.
+    let permit = setup.into_permit();
     let ending = {
         let ping = tokio::time::sleep(connection.ping_interval);
         tokio::pin!(shutdown, ping);
