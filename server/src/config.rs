@@ -113,6 +113,14 @@ pub struct Config {
     #[arg(long, env = "QUIRE_COMPACT_LOG_BYTES", default_value_t = DEFAULT_COMPACT_LOG_BYTES)]
     pub compact_log_bytes: u64,
 
+    /// Updates applied within this many milliseconds are relayed together:
+    /// each client gets them in one write. 0 relays as soon as the
+    /// document has nothing else queued (updates that arrived together
+    /// still share a write). A window trades latency for CPU on documents
+    /// with many readers; see docs/benchmarks.md.
+    #[arg(long, env = "QUIRE_BROADCAST_WINDOW_MS", default_value_t = 0)]
+    pub broadcast_window_ms: u64,
+
     /// Frames queued for one client before it counts as too slow and is
     /// disconnected (it resyncs on reconnect).
     #[arg(long, env = "QUIRE_OUTBOUND_QUEUE", default_value_t = DEFAULT_OUTBOUND_QUEUE)]
@@ -168,6 +176,10 @@ pub struct Config {
 impl Config {
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
+    }
+
+    pub fn broadcast_window(&self) -> Duration {
+        Duration::from_millis(self.broadcast_window_ms)
     }
 
     pub fn ping_interval(&self) -> Duration {

@@ -133,6 +133,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
             compact_log_bytes: config.compact_log_bytes,
             max_doc_bytes: config.max_doc_bytes,
             max_outbound_bytes: config.max_outbound_bytes,
+            broadcast_window: config.broadcast_window(),
         },
         tracker.clone(),
         shutdown.clone(),

@@ -9,7 +9,7 @@ use super::command::{
     SnapshotRequest, Subscription,
 };
 use super::mailbox::MailboxReceiver;
-use super::outbound::{Outbound, QueueError};
+use super::outbound::Outbound;
 use super::registry::{DocStats, Registry};
 use crate::cluster::Cluster;
 use crate::names::DocName;
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub(super) struct Link {
-    outbound: Outbound,
+    pub(super) outbound: Outbound,
     /// Awareness client ids this connection introduced; removed when it
     /// leaves. Usually one: a `Vec` is the smallest set for that.
     pub(super) awareness_clients: Vec<u64>,
@@ -40,6 +40,7 @@ pub(super) struct ActorSettings {
     pub compact_log_bytes: u64,
     pub max_doc_bytes: u64,
     pub max_outbound_bytes: usize,
+    pub broadcast_window: Duration,
 }
 
 pub(super) struct DocActor {
@@ -65,6 +66,8 @@ pub(super) struct DocActor {
     /// that connects with nothing (a page load); dropped on any change.
     full_sync: Option<Bytes>,
     pub(super) conns: HashMap<ConnId, Link>,
+    /// Applied updates not yet relayed (see `relay.rs`).
+    pub(super) relay: super::relay::PendingRelay,
     /// Change feed for SSE subscribers; a lagging one resubscribes.
     /// Created on first subscription: its ring buffer would otherwise cost
     /// every loaded document more than the document itself.
@@ -144,6 +147,7 @@ impl DocActor {
                 .snapshot_if_whole
                 .map(|snapshot| Bytes::from(encode_sync_step2(&snapshot))),
             conns: HashMap::new(),
+            relay: Default::default(),
             events: None,
             cluster,
             peer_waiters: Vec::new(),
@@ -172,6 +176,7 @@ impl DocActor {
             loop {
                 let idle_deadline = idle_since.map(|t| t + self.settings.idle_unload);
                 let waiter_deadline = self.peer_waiters.iter().map(|(_, at)| *at).min();
+                let relay_deadline = self.relay.deadline(self.settings.broadcast_window);
                 tokio::select! {
                     command = rx.recv() => match command {
                         Some(command) => {
@@ -181,6 +186,9 @@ impl DocActor {
                             Box::pin(self.handle(command)).await;
                             if self.deleted() {
                                 return;
+                            }
+                            if self.settings.broadcast_window.is_zero() && rx.is_empty() {
+                                self.flush_relay();
                             }
                             idle_since = if self.conns.is_empty() { Some(Instant::now()) } else { None };
                         }
@@ -195,6 +203,7 @@ impl DocActor {
                         }
                     }
                     _ = tick(&mut resync) => self.request_sync(false, false),
+                    _ = sleep_until(relay_deadline) => self.flush_relay(),
                     _ = sleep_until(idle_deadline) => {
                         // Change-feed subscribers keep a document loaded too.
                         if self.subscribers() == 0
@@ -211,6 +220,7 @@ impl DocActor {
                     _ = self.shutdown.cancelled() => break,
                 }
             }
+            self.flush_relay();
             if let Some(cluster) = &self.cluster {
                 cluster.unsubscribe(&self.name, self.actor_id);
             }
@@ -399,8 +409,7 @@ impl DocActor {
         if let Err(e) = stored {
             tracing::error!(error = %e, seq, "could not log update");
         }
-        let frame = Bytes::from(encode_update(&update));
-        self.broadcast(frame, origin);
+        self.relay_update(Bytes::from(encode_update(&update)), origin);
         if source != Source::Peer {
             if let Some(cluster) = &self.cluster {
                 cluster.publish(&self.name, Body::Update(update.to_vec()));
@@ -541,53 +550,8 @@ impl DocActor {
         tracing::info!("deleted");
     }
 
-    pub(super) fn send_to(&mut self, id: ConnId, frame: Bytes) {
-        let Some(link) = self.conns.get(&id) else {
-            return;
-        };
-        match link
-            .outbound
-            .try_send(frame, self.settings.max_outbound_bytes)
-        {
-            Ok(()) => {}
-            Err(QueueError::Full) => self.kick(
-                id,
-                CloseReason::new(CloseReason::POLICY, "client too slow; reconnect to resync"),
-            ),
-            Err(QueueError::Closed) => self.remove_conn(id),
-        }
-    }
-
-    /// Sends one encoded frame to every connection but `except`.
-    pub(super) fn broadcast(&mut self, frame: Bytes, except: Option<ConnId>) {
-        let mut slow = Vec::new();
-        let mut closed = Vec::new();
-        for (id, link) in &self.conns {
-            if Some(*id) == except {
-                continue;
-            }
-            match link
-                .outbound
-                .try_send(frame.clone(), self.settings.max_outbound_bytes)
-            {
-                Ok(()) => {}
-                Err(QueueError::Full) => slow.push(*id),
-                Err(QueueError::Closed) => closed.push(*id),
-            }
-        }
-        for id in slow {
-            self.kick(
-                id,
-                CloseReason::new(CloseReason::POLICY, "client too slow; reconnect to resync"),
-            );
-        }
-        for id in closed {
-            self.remove_conn(id);
-        }
-    }
-
     /// Closes a connection from the server side.
-    fn kick(&mut self, id: ConnId, reason: CloseReason) {
+    pub(super) fn kick(&mut self, id: ConnId, reason: CloseReason) {
         if let Some(link) = self.conns.get_mut(&id) {
             tracing::info!(conn = id, code = reason.code, reason = %reason.reason, "closing connection");
             link.outbound.close(reason);
@@ -595,7 +559,7 @@ impl DocActor {
         self.remove_conn(id);
     }
 
-    fn remove_conn(&mut self, id: ConnId) {
+    pub(super) fn remove_conn(&mut self, id: ConnId) {
         let Some(link) = self.conns.remove(&id) else {
             return;
         };

@@ -6,6 +6,7 @@ mod mailbox;
 mod outbound;
 mod peers;
 mod registry;
+mod relay;
 
 pub use command::{
     ApplyError, CloseReason, ConnId, DocCommand, DocEvent, DocInfo, Gone, SnapshotBody,

@@ -110,6 +110,40 @@ impl Outbound {
         Ok(())
     }
 
+    /// Queues every frame or none, under the same bounds as
+    /// [`Outbound::try_send`], with one wake-up of the connection.
+    pub fn try_send_all<'a>(
+        &self,
+        frames: impl Iterator<Item = &'a Bytes> + Clone,
+        max_bytes: usize,
+    ) -> Result<(), QueueError> {
+        let (count, bytes) = frames
+            .clone()
+            .fold((0, 0), |(n, b), frame| (n + 1, b + frame.len()));
+        if count == 0 {
+            return Ok(());
+        }
+        let waker = {
+            let mut state = self.shared.lock();
+            if state.receiver_gone || state.close.is_some() {
+                return Err(QueueError::Closed);
+            }
+            let full = state.frames.len() + count > state.max_frames
+                || (state.bytes > 0 && state.bytes + bytes > max_bytes);
+            if full {
+                return Err(QueueError::Full);
+            }
+            state.bytes += bytes;
+            state.frames.extend(frames.cloned());
+            state.waker.take()
+        };
+        crate::metrics::outbound_queued(count as i64);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
     /// Closes the connection with `reason`; frames still queued are dropped
     /// (a client being closed has no use for them).
     pub fn close(&self, reason: CloseReason) {
@@ -247,6 +281,22 @@ mod tests {
         assert!(!rx.push_reply(frame(1)), "replies respect the frame bound");
         drop(rx);
         assert_eq!(tx.try_send(Bytes::new(), 10), Err(QueueError::Closed));
+    }
+
+    #[test]
+    fn a_batch_is_queued_whole_or_not_at_all() {
+        let (tx, mut rx) = Outbound::channel(3);
+        let batch = [frame(1), frame(2)];
+        assert_eq!(tx.try_send_all(batch.iter(), 100), Ok(()));
+        assert_eq!(
+            tx.try_send_all(batch.iter(), 100),
+            Err(QueueError::Full),
+            "two more would make four frames"
+        );
+        assert_eq!(poll(&mut rx), Poll::Ready(Received::Frame(frame(1))));
+        assert_eq!(poll(&mut rx), Poll::Ready(Received::Frame(frame(2))));
+        assert_eq!(poll(&mut rx), Poll::Pending, "nothing of the refused batch");
+        assert_eq!(tx.try_send_all([].iter(), 100), Ok(()));
     }
 
     #[test]

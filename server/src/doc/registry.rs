@@ -88,6 +88,7 @@ pub struct RegistryOptions {
     pub compact_log_bytes: u64,
     pub max_doc_bytes: u64,
     pub max_outbound_bytes: usize,
+    pub broadcast_window: Duration,
 }
 
 #[derive(Clone)]
@@ -122,6 +123,7 @@ impl Registry {
                     compact_log_bytes: options.compact_log_bytes,
                     max_doc_bytes: options.max_doc_bytes,
                     max_outbound_bytes: options.max_outbound_bytes,
+                    broadcast_window: options.broadcast_window,
                 }),
                 tracker,
                 shutdown,

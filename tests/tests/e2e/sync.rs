@@ -118,3 +118,81 @@ async fn edits_made_before_the_first_connection_reach_the_server() -> Result<()>
     assert_eq!(reader.text("content"), "written offline");
     Ok(())
 }
+
+/// Update frames a raw socket receives before the answer to a query it sends
+/// now: the server answers after relaying everything already applied.
+async fn updates_before_a_query(raw: &mut quire_client::RawSocket) -> Result<Vec<Vec<u8>>> {
+    use crdt_core::Message;
+    use quire_client::RawFrame;
+    raw.send_binary(vec![3]).await?; // query awareness
+    let mut updates = Vec::new();
+    loop {
+        match raw.recv(WAIT).await? {
+            RawFrame::Binary(bytes) => match Message::decode(&bytes)? {
+                Message::Update(update) => updates.push(update.to_vec()),
+                Message::Awareness(_) => return Ok(updates),
+                _ => {}
+            },
+            other => anyhow::bail!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// The text that `updates`, applied in order to an empty document, hold.
+fn text_of_updates(updates: &[Vec<u8>]) -> Result<String> {
+    use yrs::updates::decoder::Decode;
+    use yrs::{GetString, Transact};
+    let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text("content");
+    let mut txn = doc.transact_mut();
+    for update in updates {
+        txn.apply_update(yrs::Update::decode_v1(update)?)?;
+    }
+    Ok(text.get_string(&txn))
+}
+
+#[tokio::test]
+async fn with_a_broadcast_window_every_update_is_relayed_but_never_echoed() -> Result<()> {
+    use crdt_core::protocol::encode_update;
+    use quire_client::RawSocket;
+    use yrs::{Doc, GetString, Text};
+
+    // Long enough that the interleaved writes below share one batch.
+    let server = TestServer::start_with(["--broadcast-window-ms", "300"]).await?;
+    let mut alice = RawSocket::connect(&server.ws_url("batched")).await?;
+    let mut bob = RawSocket::connect(&server.ws_url("batched")).await?;
+    let observer = server.client("batched").await?;
+    let (alice_doc, bob_doc) = (Doc::with_client_id(1001), Doc::with_client_id(2002));
+    let type_into = |doc: &Doc, text: &str| {
+        let root = doc.get_or_insert_text("content");
+        let mut txn = doc.transact_mut();
+        let end = root.get_string(&txn).chars().count() as u32;
+        root.insert(&mut txn, end, text);
+        encode_update(&txn.encode_update_v1())
+    };
+    for i in 0..5 {
+        alice
+            .send_binary(type_into(&alice_doc, &format!("a{i}")))
+            .await?;
+        bob.send_binary(type_into(&bob_doc, &format!("b{i}")))
+            .await?;
+    }
+    observer
+        .wait_until("all ten updates", WAIT, |c| {
+            let text = c.text("content");
+            (0..5).all(|i| text.contains(&format!("a{i}")) && text.contains(&format!("b{i}")))
+        })
+        .await?;
+
+    for (socket, other) in [(&mut alice, "b"), (&mut bob, "a")] {
+        let updates = updates_before_a_query(socket).await?;
+        assert_eq!(
+            updates.len(),
+            5,
+            "the other's five updates, none of its own"
+        );
+        let expected: String = (0..5).map(|i| format!("{other}{i}")).collect();
+        assert_eq!(text_of_updates(&updates)?, expected);
+    }
+    Ok(())
+}
