@@ -74,10 +74,22 @@ impl DocMeta {
     }
 }
 
+/// A compacted document: its whole state as one v1 update, and the state
+/// vector of that state, so that a cold document can greet its first client
+/// (sync step 1) before the snapshot is integrated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub update: Vec<u8>,
+    pub state_vector_v1: Vec<u8>,
+}
+
 /// What a document's storage holds.
 #[derive(Debug, Default)]
 pub struct StoredDoc {
     pub snapshot: Option<Vec<u8>>,
+    /// The snapshot's state vector; absent for snapshots stored before
+    /// Quire recorded it.
+    pub snapshot_state_vector: Option<Vec<u8>>,
     pub log: Vec<(u64, Vec<u8>)>,
     pub meta: Option<DocMeta>,
     /// When a document of this name was last deleted, if ever: in a cluster,
@@ -97,7 +109,7 @@ enum Op {
     },
     Compact {
         doc: DocName,
-        snapshot: Vec<u8>,
+        snapshot: Snapshot,
         through_seq: u64,
         meta: DocMeta,
         done: Reply<()>,
@@ -230,7 +242,7 @@ impl Store {
     pub async fn compact(
         &self,
         doc: DocName,
-        snapshot: Vec<u8>,
+        snapshot: Snapshot,
         through_seq: u64,
         meta: DocMeta,
     ) -> Result<(), StoreError> {
@@ -318,6 +330,12 @@ fn meta_key(doc: &str) -> Vec<u8> {
 fn snapshot_key(doc: &str) -> Vec<u8> {
     let mut k = meta_key(doc);
     k[0] = b's';
+    k
+}
+
+fn snapshot_state_vector_key(doc: &str) -> Vec<u8> {
+    let mut k = meta_key(doc);
+    k[0] = b'v';
     k
 }
 
@@ -508,7 +526,7 @@ impl Worker {
     fn compact(
         &self,
         doc: &DocName,
-        snapshot: Vec<u8>,
+        snapshot: Snapshot,
         through_seq: u64,
         meta: DocMeta,
     ) -> Result<(), StoreError> {
@@ -520,7 +538,11 @@ impl Worker {
                 batch.remove(key);
             }
         }
-        batch.insert(snapshot_key(doc.as_str()), snapshot);
+        batch.insert(snapshot_key(doc.as_str()), snapshot.update);
+        batch.insert(
+            snapshot_state_vector_key(doc.as_str()),
+            snapshot.state_vector_v1,
+        );
         batch.insert(meta_key(doc.as_str()), &meta.encode()[..]);
         let result = self.db.apply_batch(batch);
         self.record(result)
@@ -543,6 +565,7 @@ impl Worker {
                 batch.remove(key);
             }
             batch.remove(snapshot_key(doc.as_str()));
+            batch.remove(snapshot_state_vector_key(doc.as_str()));
             batch.remove(meta_key(doc.as_str()));
         }
         let result = self.db.apply_batch(batch);
@@ -565,6 +588,9 @@ impl Worker {
         let snapshot = self
             .record(self.db.get(snapshot_key(doc.as_str())))?
             .map(|v| v.to_vec());
+        let snapshot_state_vector = self
+            .record(self.db.get(snapshot_state_vector_key(doc.as_str())))?
+            .map(|v| v.to_vec());
         let prefix = log_prefix(doc.as_str());
         let mut log = Vec::new();
         for entry in self.db.scan_prefix(&prefix) {
@@ -573,6 +599,7 @@ impl Worker {
         }
         Ok(StoredDoc {
             snapshot,
+            snapshot_state_vector,
             log,
             meta,
             tombstone_ms: self.tombstone(doc)?,
@@ -674,12 +701,17 @@ mod tests {
         let loaded = store.load(name("a/b")).await.expect("load");
         assert_eq!(loaded.log, vec![(1, vec![1]), (2, vec![2]), (3, vec![3])]);
 
+        let snapshot = Snapshot {
+            update: b"snap".to_vec(),
+            state_vector_v1: b"sv".to_vec(),
+        };
         store
-            .compact(name("a/b"), b"snap".to_vec(), 2, meta)
+            .compact(name("a/b"), snapshot, 2, meta)
             .await
             .expect("compact");
         let loaded = store.load(name("a/b")).await.expect("load");
         assert_eq!(loaded.snapshot.as_deref(), Some(&b"snap"[..]));
+        assert_eq!(loaded.snapshot_state_vector.as_deref(), Some(&b"sv"[..]));
         assert_eq!(loaded.log, vec![(3, vec![3])]);
 
         let listed = store.list("a/".into(), None, 10).await.expect("list");
@@ -697,6 +729,7 @@ mod tests {
         assert!(!store.delete(name("a/b"), 100).await.expect("delete"));
         let gone = store.load(name("a/b")).await.expect("load");
         assert!(gone.snapshot.is_none() && gone.log.is_empty() && gone.meta.is_none());
+        assert!(gone.snapshot_state_vector.is_none());
         assert_eq!(gone.tombstone_ms, Some(100));
 
         // A remote deletion older than the last change keeps the copy.

@@ -10,10 +10,10 @@ use super::command::{
 };
 use super::mailbox::MailboxReceiver;
 use super::outbound::Outbound;
-use super::registry::{DocStats, Registry};
+use super::registry::{Defer, DocStats, Registry};
 use crate::cluster::Cluster;
 use crate::names::DocName;
-use crate::store::{DocMeta, Store};
+use crate::store::{DocMeta, Snapshot, Store};
 use bytes::Bytes;
 use crdt_core::cluster::Body;
 use crdt_core::protocol::{encode_awareness, encode_sync_step1, encode_sync_step2, encode_update};
@@ -64,7 +64,9 @@ pub(super) struct DocActor {
     pub(super) tombstone_ms: Option<i64>,
     /// Sync step 2 carrying the whole current state, shared by every client
     /// that connects with nothing (a page load); dropped on any change.
-    full_sync: Option<Bytes>,
+    pub(super) full_sync: Option<Bytes>,
+    /// The stored snapshot, while it is not integrated yet (`cold.rs`).
+    pub(super) deferred: Option<super::cold::Deferred>,
     pub(super) conns: HashMap<ConnId, Link>,
     /// Applied updates not yet relayed (see `relay.rs`).
     pub(super) relay: super::relay::PendingRelay,
@@ -101,6 +103,9 @@ pub(super) struct LoadedState {
     /// The stored snapshot, when it alone is the whole state (no log after
     /// it): the first full sync can send it without encoding the document.
     pub snapshot_if_whole: Option<Vec<u8>>,
+    /// Set when `doc` is still empty and the snapshot (with this state
+    /// vector) is to be integrated on first need (`cold.rs`).
+    pub deferred_state_vector: Option<Vec<u8>>,
     pub tombstone_ms: Option<i64>,
     pub doc: Document,
     pub next_seq: u64,
@@ -143,21 +148,44 @@ impl DocActor {
             log_bytes: loaded.log_bytes,
             updated_at_ms: loaded.updated_at_ms,
             tombstone_ms: loaded.tombstone_ms,
-            full_sync: loaded
-                .snapshot_if_whole
-                .map(|snapshot| Bytes::from(encode_sync_step2(&snapshot))),
+            full_sync: None,
+            deferred: None,
             conns: HashMap::new(),
             relay: Default::default(),
             events: None,
             cluster,
             peer_waiters: Vec::new(),
         }
+        .with_stored_snapshot(loaded.snapshot_if_whole, loaded.deferred_state_vector)
+    }
+
+    fn with_stored_snapshot(
+        mut self,
+        snapshot: Option<Vec<u8>>,
+        deferred_state_vector: Option<Vec<u8>>,
+    ) -> Self {
+        let Some(snapshot) = snapshot else {
+            return self;
+        };
+        let frame = Bytes::from(encode_sync_step2(&snapshot));
+        // The frame ends with the snapshot's bytes: share them.
+        let bytes = frame.slice(frame.len() - snapshot.len()..);
+        self.full_sync = Some(frame);
+        self.deferred = deferred_state_vector.map(|state_vector_v1| super::cold::Deferred {
+            snapshot: bytes,
+            state_vector_v1,
+        });
+        self
     }
 
     pub(super) async fn run(mut self: Box<Self>, mut rx: MailboxReceiver) {
         let span = tracing::info_span!("doc", doc = %self.name);
         async move {
             tracing::debug!("loaded");
+            // Healing with peers compares content: integrate first.
+            if self.cluster.is_some() && !self.integrate_deferred() {
+                return;
+            }
             if let Some(cluster) = self.cluster.clone() {
                 // Subscribe before asking, so no answer is missed.
                 Box::pin(cluster.subscribe(&self.name, self.actor_id)).await;
@@ -180,6 +208,12 @@ impl DocActor {
                 tokio::select! {
                     command = rx.recv() => match command {
                         Some(command) => {
+                            if self.deferred.is_some()
+                                && !self.can_defer(&command)
+                                && !self.integrate_deferred()
+                            {
+                                return;
+                            }
                             // Boxed: the futures of the rarer commands
                             // (delete, reload, compaction) would otherwise
                             // size every idle document's task.
@@ -248,7 +282,7 @@ impl DocActor {
                 outbound,
                 reply,
             } => {
-                let mut first = vec![Bytes::from(encode_sync_step1(&self.doc.state_vector_v1()))];
+                let mut first = vec![Bytes::from(encode_sync_step1(&self.state_vector_v1()))];
                 let present = self.awareness.snapshot();
                 if !present.is_empty() {
                     first.push(Bytes::from(encode_awareness(&present.encode())));
@@ -300,7 +334,7 @@ impl DocActor {
                     bytes: self.snapshot_bytes + self.log_bytes,
                     updated_at_ms: self.updated_at_ms,
                     clients: self.conns.len(),
-                    state_vector: self.doc.state_vector_v1(),
+                    state_vector: self.state_vector_v1(),
                 });
             }
             DocCommand::Snapshot { request, reply } => {
@@ -467,7 +501,6 @@ impl DocActor {
             .store(self.updated_at_ms, Ordering::Relaxed);
     }
 
-    /// Merges the log into a fresh snapshot.
     /// Sync step 2 with the whole state, encoded once per change.
     fn full_sync_frame(&mut self) -> Bytes {
         let doc = &self.doc;
@@ -476,6 +509,7 @@ impl DocActor {
             .clone()
     }
 
+    /// Merges the log into a fresh snapshot.
     async fn compact(&mut self) {
         if self.deleted() || self.next_seq == self.first_unsnapshotted_seq {
             return;
@@ -485,9 +519,12 @@ impl DocActor {
             tracing::error!(error = %e, "snapshot would not reload; compaction skipped");
             return;
         }
-        let snapshot = self.doc.encode_state_v1();
+        let snapshot = Snapshot {
+            update: self.doc.encode_state_v1(),
+            state_vector_v1: self.doc.state_vector_v1(),
+        };
         let through_seq = self.next_seq - 1;
-        self.snapshot_bytes = snapshot.len() as u64;
+        self.snapshot_bytes = snapshot.update.len() as u64;
         self.log_bytes = 0;
         self.first_unsnapshotted_seq = self.next_seq;
         self.publish_stats();
@@ -505,7 +542,7 @@ impl DocActor {
     /// After yrs panicked mid-transaction the in-memory document is suspect;
     /// storage holds every update that applied before, so rebuild from it.
     async fn reload(&mut self) {
-        match super::registry::load_state(&self.store, &self.name).await {
+        match super::registry::load_state(&self.store, &self.name, Defer::Never).await {
             Ok((Some(state), _)) => {
                 self.doc = state.doc;
                 self.full_sync = None;

@@ -1,6 +1,7 @@
 //! Loaded documents: one actor task per document, reached through handles.
 
 mod actor;
+mod cold;
 mod command;
 mod mailbox;
 mod outbound;

@@ -204,7 +204,7 @@ impl Registry {
         if self.inner.shutdown.is_cancelled() {
             return Err(OpenError::ShuttingDown);
         }
-        let (state, tombstone_ms) = load_state(&self.inner.store, name).await?;
+        let (state, tombstone_ms) = load_state(&self.inner.store, name, Defer::Allowed).await?;
         let state = match (state, create) {
             (Some(state), _) => state,
             (None, true) => LoadedState {
@@ -216,6 +216,7 @@ impl Registry {
                 updated_at_ms: chrono::Utc::now().timestamp_millis(),
                 tombstone_ms,
                 snapshot_if_whole: None,
+                deferred_state_vector: None,
             },
             (None, false) => return Err(OpenError::NotFound),
         };
@@ -348,11 +349,20 @@ impl Registry {
     }
 }
 
+/// Whether [`load_state`] may leave a lone snapshot unintegrated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Defer {
+    /// When the stored state is one snapshot with its state vector (see `cold.rs`).
+    Allowed,
+    Never,
+}
+
 /// Reads a document's snapshot and log (`None` if nothing is stored), and
 /// its tombstone.
 pub(super) async fn load_state(
     store: &Store,
     name: &DocName,
+    defer: Defer,
 ) -> Result<(Option<LoadedState>, Option<i64>), OpenError> {
     let stored = store.load(name.clone()).await?;
     let tombstone_ms = stored.tombstone_ms;
@@ -363,20 +373,25 @@ pub(super) async fn load_state(
     let snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
     let last_logged = stored.log.last().map_or(0, |(seq, _)| *seq);
     let first_logged = stored.log.first().map(|(seq, _)| *seq);
-    let doc = Document::load_stored(
-        stored.snapshot.as_deref(),
-        stored.log.iter().map(|(_, u)| u.as_slice()),
-        ValidationLimits::default(),
-    )?;
     let next_seq = meta.last_seq.max(last_logged) + 1;
-    let snapshot_if_whole = if stored.log.is_empty() {
-        stored.snapshot
+    let lone_snapshot = stored.log.is_empty() && stored.snapshot.is_some();
+    let deferred_state_vector = stored
+        .snapshot_state_vector
+        .filter(|_| lone_snapshot && defer == Defer::Allowed);
+    let doc = if deferred_state_vector.is_some() {
+        Document::new()
     } else {
-        None
+        Document::load_stored(
+            stored.snapshot.as_deref(),
+            stored.log.iter().map(|(_, u)| u.as_slice()),
+            ValidationLimits::default(),
+        )?
     };
+    let snapshot_if_whole = if lone_snapshot { stored.snapshot } else { None };
     Ok((
         Some(LoadedState {
             snapshot_if_whole,
+            deferred_state_vector,
             doc,
             next_seq,
             first_unsnapshotted_seq: first_logged.unwrap_or(next_seq),

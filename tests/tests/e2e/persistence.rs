@@ -141,3 +141,32 @@ async fn an_idle_document_is_unloaded_and_reloads_with_the_same_content() -> Res
     assert_eq!(server_state_vector(&rest, "archive").await?, before);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_compacted_document_reopens_cold_and_serves_readers_writers_and_returning_clients(
+) -> Result<()> {
+    let mut server = TestServer::start().await?;
+    let mut writer = server.client("cold").await?;
+    insert(&writer, "content", 0, "compacted");
+    let rest = Rest::new(&server);
+    rest.wait_text("cold", "content", "compacted").await?;
+    // Shutting down compacts: one snapshot and its state vector, no log.
+    let status = server.terminate().await?;
+    assert!(status.success(), "SIGTERM exit status: {status}");
+    server.restart().await?;
+
+    // The cold document's first client is synced from the stored snapshot.
+    let first = server.client("cold").await?;
+    assert_eq!(first.text("content"), "compacted");
+    // Its edit needs the document itself, and reaches everyone.
+    append(&first, "content", " and edited");
+    let second = server.client("cold").await?;
+    wait_text(&second, "content", "compacted and edited").await?;
+    Rest::new(&server)
+        .wait_text("cold", "content", "compacted and edited")
+        .await?;
+    // A client returning with the old state is sent only what it lacks.
+    writer.reconnect().await?;
+    wait_text(&writer, "content", "compacted and edited").await?;
+    Ok(())
+}
