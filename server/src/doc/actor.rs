@@ -208,11 +208,14 @@ impl DocActor {
                 tokio::select! {
                     command = rx.recv() => match command {
                         Some(command) => {
-                            if self.deferred.is_some()
-                                && !self.can_defer(&command)
-                                && !self.integrate_deferred()
-                            {
-                                return;
+                            if self.deferred.is_some() && !self.can_defer(&command) {
+                                // Integrating takes a while: let the
+                                // connections just answered from the
+                                // snapshot write it out first.
+                                tokio::task::yield_now().await;
+                                if !self.integrate_deferred() {
+                                    return;
+                                }
                             }
                             // Boxed: the futures of the rarer commands
                             // (delete, reload, compaction) would otherwise
