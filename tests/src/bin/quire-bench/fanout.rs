@@ -9,6 +9,9 @@
 //! from that writer and the new one records `now - sent`: the latency of
 //! every update, measured on one clock (this process's monotonic clock).
 //! The other readers only count frames, so the load generator stays light.
+//! Sampled readers are spread evenly over the connection order (every
+//! `readers / sampled`-th), so that the sample sees what readers see on
+//! average, whatever order a server relays in.
 //!
 //! The same machinery measures `cluster`: readers are spread over reader
 //! groups (same node as the writers, other node), each with its own
@@ -219,11 +222,21 @@ pub async fn run(
     });
     let cancel = CancellationToken::new();
 
-    // Readers: spread over groups round-robin; the first `sampled` of each
-    // document measure latency.
+    // Readers: spread over groups round-robin. Every `stride`-th reader of
+    // a document measures latency, so the sample spans the whole connection
+    // order: a server that relays in connection order would otherwise serve
+    // a sample of its first readers first, and look faster than its readers
+    // are on average.
+    let group_count = groups.len();
+    let stride = (args.readers / args.sampled.max(1)).max(1);
     let plan: Vec<(usize, usize, Option<usize>)> = (0..args.docs)
         .flat_map(|d| {
-            (0..args.readers).map(move |r| (d, r % groups.len(), (r < args.sampled).then_some(r)))
+            (0..args.readers).map(move |r| {
+                let (group, nth) = (r % group_count, r / group_count);
+                let sampled =
+                    nth % stride == 0 && (nth / stride) * group_count + group < args.sampled;
+                (d, group, sampled.then_some(r))
+            })
         })
         .collect();
     let opened: Vec<(usize, usize, bool, Conn)> = stream::iter(plan)
