@@ -572,13 +572,7 @@ impl DocActor {
                 );
             }
         }
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.kick(
-                id,
-                CloseReason::new(CloseReason::DELETED, "document deleted"),
-            );
-        }
+        self.close_all(CloseReason::new(CloseReason::DELETED, "document deleted"));
         self.registry.remove_actor(&self.name, self.actor_id);
         if let Some(events) = &self.events {
             let _ = events.send(DocEvent::Deleted);
@@ -588,6 +582,14 @@ impl DocActor {
         }
         self.next_seq = u64::MAX;
         tracing::info!("deleted");
+    }
+
+    /// Closes every connection from the server side.
+    pub(super) fn close_all(&mut self, reason: CloseReason) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.kick(id, reason.clone());
+        }
     }
 
     /// Closes a connection from the server side.

@@ -60,13 +60,10 @@ impl DocActor {
             }
             Err(e) => {
                 tracing::error!(error = %e, "stored snapshot does not load; closing the document");
-                let ids: Vec<_> = self.conns.keys().copied().collect();
-                for id in ids {
-                    self.kick(
-                        id,
-                        CloseReason::new(CloseReason::INTERNAL, "stored document does not load"),
-                    );
-                }
+                self.close_all(CloseReason::new(
+                    CloseReason::INTERNAL,
+                    "stored document does not load",
+                ));
                 self.registry.remove_actor(&self.name, self.actor_id);
                 false
             }

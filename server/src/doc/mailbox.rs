@@ -7,10 +7,11 @@
 //! fair semaphore, so senders waiting for room are served in order.
 
 use super::command::{DocCommand, Gone};
+use super::wakeup::{wake, Wakeup};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use tokio::sync::Semaphore;
 
 pub fn mailbox(capacity: usize) -> (MailboxSender, MailboxReceiver) {
@@ -18,8 +19,7 @@ pub fn mailbox(capacity: usize) -> (MailboxSender, MailboxReceiver) {
         room: Semaphore::new(capacity.max(1)),
         state: Mutex::new(State {
             queue: VecDeque::new(),
-            senders: 1,
-            waker: None,
+            wakeup: Wakeup::one_sender(),
         }),
     });
     (
@@ -58,8 +58,7 @@ struct Shared {
 
 struct State {
     queue: VecDeque<DocCommand>,
-    senders: usize,
-    waker: Option<Waker>,
+    wakeup: Wakeup,
 }
 
 impl Shared {
@@ -77,11 +76,9 @@ impl Shared {
         let waker = {
             let mut state = self.lock();
             state.queue.push_back(command);
-            state.waker.take()
+            state.wakeup.take()
         };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(waker);
         Ok(())
     }
 }
@@ -138,7 +135,7 @@ impl Drop for Permit {
 
 impl Clone for MailboxSender {
     fn clone(&self) -> Self {
-        self.shared.lock().senders += 1;
+        self.shared.lock().wakeup.add_sender();
         MailboxSender {
             shared: self.shared.clone(),
         }
@@ -147,17 +144,8 @@ impl Clone for MailboxSender {
 
 impl Drop for MailboxSender {
     fn drop(&mut self) {
-        let waker = {
-            let mut state = self.shared.lock();
-            state.senders -= 1;
-            if state.senders > 0 {
-                return;
-            }
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        let waker = self.shared.lock().wakeup.remove_sender();
+        wake(waker);
     }
 }
 
@@ -172,13 +160,10 @@ impl MailboxReceiver {
         if let Some(command) = self.pop(&mut state) {
             return Poll::Ready(Some(command));
         }
-        if state.senders == 0 {
+        if state.wakeup.no_senders() {
             return Poll::Ready(None);
         }
-        match &state.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.waker = Some(cx.waker().clone()),
-        }
+        state.wakeup.register(cx);
         Poll::Pending
     }
 

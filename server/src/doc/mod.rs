@@ -8,6 +8,7 @@ mod outbound;
 mod peers;
 mod registry;
 mod relay;
+mod wakeup;
 
 pub use command::{
     ApplyError, CloseReason, ConnId, DocCommand, DocEvent, DocInfo, Gone, SnapshotBody,

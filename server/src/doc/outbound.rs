@@ -7,10 +7,11 @@
 //! drained gives its memory back.
 
 use super::command::CloseReason;
+use super::wakeup::{wake, Wakeup};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +52,8 @@ struct State {
     max_frames: usize,
     /// Set once, by the actor: the connection closes with it.
     close: Option<CloseReason>,
-    senders: usize,
     receiver_gone: bool,
-    waker: Option<Waker>,
+    wakeup: Wakeup,
 }
 
 impl Shared {
@@ -72,9 +72,8 @@ impl Outbound {
                 bytes: 0,
                 max_frames: frames.max(1),
                 close: None,
-                senders: 1,
                 receiver_gone: false,
-                waker: None,
+                wakeup: Wakeup::one_sender(),
             }),
         });
         (
@@ -101,12 +100,10 @@ impl Outbound {
             }
             state.bytes += frame.len();
             state.frames.push_back(frame);
-            state.waker.take()
+            state.wakeup.take()
         };
         crate::metrics::outbound_queued(1);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(waker);
         Ok(())
     }
 
@@ -135,12 +132,10 @@ impl Outbound {
             }
             state.bytes += bytes;
             state.frames.extend(frames.cloned());
-            state.waker.take()
+            state.wakeup.take()
         };
         crate::metrics::outbound_queued(count as i64);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(waker);
         Ok(())
     }
 
@@ -153,17 +148,15 @@ impl Outbound {
                 return;
             }
             state.close = Some(reason);
-            state.waker.take()
+            state.wakeup.take()
         };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(waker);
     }
 }
 
 impl Clone for Outbound {
     fn clone(&self) -> Self {
-        self.shared.lock().senders += 1;
+        self.shared.lock().wakeup.add_sender();
         Outbound {
             shared: self.shared.clone(),
         }
@@ -172,17 +165,8 @@ impl Clone for Outbound {
 
 impl Drop for Outbound {
     fn drop(&mut self) {
-        let waker = {
-            let mut state = self.shared.lock();
-            state.senders -= 1;
-            if state.senders > 0 {
-                return;
-            }
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        let waker = self.shared.lock().wakeup.remove_sender();
+        wake(waker);
     }
 }
 
@@ -194,7 +178,7 @@ impl OutboundReceiver {
         if let Some(reason) = &state.close {
             return Poll::Ready(Received::Closed(reason.clone()));
         }
-        if state.senders == 0 {
+        if state.wakeup.no_senders() {
             // The actor stopped without a reason.
             return Poll::Ready(Received::Closed(CloseReason::new(
                 CloseReason::GOING_AWAY,
@@ -213,10 +197,7 @@ impl OutboundReceiver {
                 return Poll::Ready(Received::Frame(frame));
             }
         }
-        match &state.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.waker = Some(cx.waker().clone()),
-        }
+        state.wakeup.register(cx);
         Poll::Pending
     }
 
@@ -241,7 +222,7 @@ impl Drop for OutboundReceiver {
             let mut state = self.shared.lock();
             state.receiver_gone = true;
             state.bytes = 0;
-            state.waker = None;
+            drop(state.wakeup.take());
             std::mem::take(&mut state.frames).len()
         };
         crate::metrics::outbound_queued(-(left as i64));
