@@ -4,6 +4,13 @@ use std::io::IsTerminal;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, configured in `.cargo/config.toml` without thread caches and
+/// with freed pages returned within a second by a background thread: glibc's
+/// per-thread caches were a third of the memory of an idle document
+/// (docs/benchmarks.md, "idle").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Cli::parse().into_config();
