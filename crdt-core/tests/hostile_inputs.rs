@@ -23,43 +23,9 @@ use std::path::{Path, PathBuf};
 use yrs::types::xml::XmlFragment;
 use yrs::{Array, Doc, Map, ReadTxn, StateVector, Text, Transact, XmlElementPrelim, XmlTextPrelim};
 
-/// lib0 v1 encoder for hand-made inputs.
-#[derive(Default, Clone)]
-struct Enc(Vec<u8>);
-
-impl Enc {
-    fn u8(mut self, b: u8) -> Self {
-        self.0.push(b);
-        self
-    }
-    fn var(mut self, mut v: u64) -> Self {
-        while v >= 0x80 {
-            self.0.push((v as u8 & 0x7f) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
-        self
-    }
-    fn str(self, s: &str) -> Self {
-        self.bytes(s.as_bytes())
-    }
-    fn bytes(self, b: &[u8]) -> Self {
-        self.var(b.len() as u64).raw(b)
-    }
-    fn raw(mut self, bytes: &[u8]) -> Self {
-        self.0.extend_from_slice(bytes);
-        self
-    }
-    fn section(self, structs: u64, client: u64, clock: u64) -> Self {
-        self.var(structs).var(client).var(clock)
-    }
-    fn root_item(self, info: u8, root: &str) -> Self {
-        self.u8(info).var(1).str(root)
-    }
-    fn done(self) -> Vec<u8> {
-        self.0
-    }
-}
+#[path = "support/enc.rs"]
+mod enc;
+use enc::Enc;
 
 /// One update of one item under root "t" with `content` (after the info byte).
 fn item(info: u8, content: Enc) -> Vec<u8> {

@@ -10,46 +10,9 @@ use yrs::{
     TextPrelim, Transact, TransactionMut, Update, Xml, XmlElementPrelim, XmlTextPrelim,
 };
 
-/// lib0 v1 encoder for hand-made updates.
-#[derive(Default, Clone)]
-struct Enc(Vec<u8>);
-
-impl Enc {
-    fn u8(mut self, b: u8) -> Self {
-        self.0.push(b);
-        self
-    }
-    fn var(mut self, mut v: u64) -> Self {
-        while v >= 0x80 {
-            self.0.push((v as u8 & 0x7f) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
-        self
-    }
-    fn str(self, s: &str) -> Self {
-        self.var(s.len() as u64).raw(s.as_bytes())
-    }
-    fn raw(mut self, bytes: &[u8]) -> Self {
-        self.0.extend_from_slice(bytes);
-        self
-    }
-    /// One client section header.
-    fn section(self, structs: u64, client: u64, clock: u64) -> Self {
-        self.var(structs).var(client).var(clock)
-    }
-    /// Item with a root parent and no origins: `info` carries the content ref.
-    fn root_item(self, info: u8, root: &str) -> Self {
-        self.u8(info).var(1).str(root)
-    }
-    /// An empty delete set.
-    fn no_deletes(self) -> Self {
-        self.var(0)
-    }
-    fn done(self) -> Vec<u8> {
-        self.0
-    }
-}
+#[path = "../../tests/support/enc.rs"]
+mod enc;
+use enc::Enc;
 
 /// A one-client update holding one item of ContentAny with `value` (raw Any bytes).
 fn any_update(value: Vec<u8>) -> Vec<u8> {
