@@ -4,6 +4,8 @@ use crate::support::{
     client, eventually, segment, text_of, type_words, wait_words, Cluster, Rest, ROOT, WAIT,
 };
 use anyhow::{ensure, Context, Result};
+use quire_client::testing::TestServer;
+use quire_client::Client;
 use std::time::Duration;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Text, Transact, Update};
@@ -92,25 +94,12 @@ async fn deleting_on_one_node_closes_sockets_on_every_node_with_4404() -> Result
     let typed = type_words(&alice, "doomed", 10, Duration::ZERO, 7).await;
     wait_words(&bob, &typed).await?;
 
-    let response = Rest::new(cluster.node(0))
-        .delete(&format!("/api/docs/{}", segment(DOC)))
-        .await?;
-    ensure!(
-        response.status() == 204,
-        "DELETE on node a: {}",
-        response.status()
-    );
-
-    for (who, client) in [("alice on node a", &alice), ("bob on node b", &bob)] {
-        let close = client
-            .wait_closed(WAIT)
-            .await
-            .with_context(|| format!("{who} was not disconnected"))?;
-        ensure!(
-            close.as_ref().map(|c| c.code) == Some(4404),
-            "{who} closed with {close:?}"
-        );
-    }
+    delete_and_expect_4404(
+        cluster.node(0),
+        DOC,
+        &[("alice on node a", &alice), ("bob on node b", &bob)],
+    )
+    .await?;
     // Gone on every node, not only where it was deleted.
     for node in &cluster.nodes {
         let rest = Rest::new(node);
@@ -154,15 +143,27 @@ async fn a_delete_sent_to_a_node_that_never_saw_the_document_deletes_it_everywhe
     wait_words(&bob, &typed).await?;
 
     // Node c has neither loaded nor stored the document.
-    let response = Rest::new(cluster.node(2))
-        .delete(&format!("/api/docs/{}", segment(DOC)))
+    delete_and_expect_4404(
+        cluster.node(2),
+        DOC,
+        &[("alice on node a", &alice), ("bob on node b", &bob)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes `doc` through `node`, then expects every one of `clients` to be
+/// closed with 4404, wherever it is connected.
+async fn delete_and_expect_4404(
+    node: &TestServer,
+    doc: &str,
+    clients: &[(&str, &Client)],
+) -> Result<()> {
+    let response = Rest::new(node)
+        .delete(&format!("/api/docs/{}", segment(doc)))
         .await?;
-    ensure!(
-        response.status() == 204,
-        "DELETE on node c: {}",
-        response.status()
-    );
-    for (who, client) in [("alice on node a", &alice), ("bob on node b", &bob)] {
+    ensure!(response.status() == 204, "DELETE: {}", response.status());
+    for (who, client) in clients {
         let close = client
             .wait_closed(WAIT)
             .await
