@@ -29,8 +29,13 @@ pub(super) struct PendingRelay {
 }
 
 impl PendingRelay {
-    /// When the batch must go out, if there is one.
+    /// When the batch must go out, if there is one and a window is set.
+    /// Without a window the actor flushes as soon as its mailbox is empty,
+    /// so no timer is needed.
     pub(super) fn deadline(&self, window: Duration) -> Option<Instant> {
+        if window.is_zero() {
+            return None;
+        }
         self.since.map(|since| since + window)
     }
 }
