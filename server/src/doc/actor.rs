@@ -481,7 +481,10 @@ impl DocActor {
             }
         }
         let encoded = change.effective.encode();
-        self.broadcast(Bytes::from(encode_awareness(&encoded)), Some(id));
+        // To the sender too, as y-websocket's server does: a provider that
+        // hears nothing for 30 s reconnects, and a lone editor's own
+        // renewals (every 15 s) are all it would hear.
+        self.broadcast(Bytes::from(encode_awareness(&encoded)), None);
         if let Some(cluster) = &self.cluster {
             cluster.publish(&self.name, Body::Awareness(encoded));
         }

@@ -146,3 +146,42 @@ async fn query_awareness_is_answered_with_every_state() -> Result<()> {
     );
     Ok(())
 }
+
+/// y-websocket providers reconnect after 30 s without a message, and pings
+/// do not count: a lone editor's own awareness renewals, echoed back as the
+/// reference server does, are what keep its connection alive.
+#[tokio::test]
+async fn every_awareness_change_is_echoed_to_its_sender_renewals_included() -> Result<()> {
+    let server = TestServer::start().await?;
+    let mut raw = RawSocket::connect(&server.ws_url("alone")).await?;
+    while let Ok(frame) = raw.recv(Duration::from_millis(300)).await {
+        if !matches!(frame, RawFrame::Binary(_)) {
+            bail!("unexpected frame before the first awareness update: {frame:?}");
+        }
+    }
+    let entry = |clock| crdt_core::awareness::AwarenessEntry {
+        client: 7,
+        clock,
+        state: Some(r#"{"user":"alone"}"#.to_owned()),
+    };
+    // The first state, then a renewal: same state, next clock.
+    for clock in [1, 2] {
+        let update = AwarenessUpdate {
+            entries: vec![entry(clock)],
+        };
+        raw.send_binary(crdt_core::protocol::encode_awareness(&update.encode()))
+            .await?;
+        let echoed = loop {
+            match raw.recv(WAIT).await? {
+                RawFrame::Binary(bytes) => {
+                    if let Message::Awareness(update) = Message::decode(&bytes)? {
+                        break AwarenessUpdate::decode(update)?;
+                    }
+                }
+                other => bail!("expected the echo of clock {clock}, got {other:?}"),
+            }
+        };
+        assert_eq!(echoed.entries, vec![entry(clock)], "echo of clock {clock}");
+    }
+    Ok(())
+}
