@@ -2,7 +2,7 @@
 //! a response. Errors go through [`AppError`].
 
 use crate::auth::{Access, Claims, Scope};
-use crate::doc::{DocCommand, DocInfo, SnapshotBody, SnapshotFormat, SnapshotRequest};
+use crate::doc::{DocCommand, DocInfo, IfAbsent, SnapshotBody, SnapshotFormat, SnapshotRequest};
 use crate::error::AppError;
 use crate::names::DocName;
 use crate::state::AppState;
@@ -177,7 +177,7 @@ pub async fn info(
     access.require_read(&name)?;
     let info: DocInfo = app
         .registry
-        .with_doc(&name, false, |h| async move {
+        .with_doc(&name, IfAbsent::NotFound, |h| async move {
             h.request(|reply| DocCommand::Info { reply }).await
         })
         .await?;
@@ -274,7 +274,7 @@ pub async fn snapshot(
     let request = q.into_request()?;
     let body = app
         .registry
-        .with_doc(&name, false, |h| {
+        .with_doc(&name, IfAbsent::NotFound, |h| {
             let request = request.clone();
             async move {
                 h.request(|reply| DocCommand::Snapshot {
@@ -322,7 +322,7 @@ pub async fn post_update(
     // Decode before anything is created, so garbage creates no document.
     crdt_core::decode_update_v1(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
     app.registry
-        .with_doc(&name, true, |h| {
+        .with_doc(&name, IfAbsent::Create, |h| {
             let update = body.clone();
             async move {
                 h.request(|reply| DocCommand::ApplyUpdate { update, reply })

@@ -3,7 +3,7 @@
 use crate::auth::Authenticator;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::Config;
-use crate::doc::{Registry, RegistryOptions};
+use crate::doc::Registry;
 use crate::state::AppState;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::{rest, web, ws};
@@ -125,19 +125,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     };
 
     let tracker = TaskTracker::new();
-    let registry = Registry::new(
-        store.clone(),
-        RegistryOptions {
-            flush_interval: config.flush_interval(),
-            idle_unload: config.idle_unload(),
-            compact_log_bytes: config.compact_log_bytes,
-            max_doc_bytes: config.max_doc_bytes,
-            max_outbound_bytes: config.max_outbound_bytes,
-            broadcast_window: config.broadcast_window(),
-        },
-        tracker.clone(),
-        shutdown.clone(),
-    );
+    let registry = Registry::new(store.clone(), &config, tracker.clone(), shutdown.clone());
     let cluster = match &config.redis_url {
         Some(url) => {
             let cluster = Cluster::start(

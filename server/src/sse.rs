@@ -8,7 +8,8 @@
 //! fresh `snapshot` (or `text`) instead of the updates it missed.
 
 use crate::doc::{
-    DocCommand, DocEvent, DocHandle, SnapshotBody, SnapshotFormat, SnapshotRequest, Subscription,
+    DocCommand, DocEvent, DocHandle, IfAbsent, SnapshotBody, SnapshotFormat, SnapshotRequest,
+    Subscription,
 };
 use crate::error::AppError;
 use crate::rest::{Auth, DocPath};
@@ -99,7 +100,7 @@ async fn subscribe(
 ) -> Result<(DocHandle, Subscription), AppError> {
     Ok(app
         .registry
-        .with_doc(name, false, |h| async move {
+        .with_doc(name, IfAbsent::NotFound, |h| async move {
             let sub = h.request(|reply| DocCommand::Subscribe { reply }).await?;
             Ok((h, sub))
         })

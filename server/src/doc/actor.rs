@@ -1,87 +1,51 @@
 //! The task that owns one loaded document.
 //!
+//! The actor takes commands from its mailbox one at a time and drives the
+//! parts that own the document's state: its [`Content`] (cold or warm), its
+//! [`Connections`] (and what is relayed to each), its awareness table, its
+//! [`LogPosition`] in storage and, in a cluster, its [`PeerSync`]. The
+//! decisions are the parts' own (`need`, `heal`, the relay rules); the actor
+//! performs them: storage writes, publishing, replies.
+//!
 //! **Invariant:** only this task touches the document's `Doc` and awareness;
 //! nothing here holds a yrs transaction across an `.await`.
 
-use super::command::ApplyError;
+use super::close::CloseReason;
 use super::command::{
-    CloseReason, ConnId, DocCommand, DocEvent, DocInfo, SnapshotBody, SnapshotFormat,
+    ApplyError, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, SnapshotBody, SnapshotFormat,
     SnapshotRequest, Subscription,
 };
+use super::conns::{Connections, Departures};
+use super::content::{need, Content, Need, Warm};
+use super::directory::Directory;
+use super::handle::DocStats;
+use super::heal::{self, RemoteDelete, RequestAnswer};
+use super::load::{self, Loaded, Warmth};
+use super::log::LogPosition;
 use super::mailbox::MailboxReceiver;
-use super::outbound::Outbound;
-use super::registry::{Defer, DocStats, Registry};
+use super::peers::{PeerSync, Presence, Reach};
+use super::settings::{ActorSettings, Durability};
 use crate::cluster::Cluster;
 use crate::names::DocName;
-use crate::store::{DocMeta, Snapshot, Store};
+use crate::store::{Snapshot, Store};
 use bytes::Bytes;
-use crdt_core::cluster::Body;
+use crdt_core::cluster::{Body, ClusterMessage, PeerState};
 use crdt_core::protocol::{encode_awareness, encode_sync_step1, encode_sync_step2, encode_update};
 use crdt_core::{AwarenessTable, AwarenessUpdate, Document, DocumentError};
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub(super) struct Link {
-    pub(super) outbound: Outbound,
-    /// Awareness client ids this connection introduced; removed when it
-    /// leaves. Usually one: a `Vec` is the smallest set for that.
-    pub(super) awareness_clients: Vec<u64>,
-}
+/// Events buffered per change-feed subscriber before it counts as lagging.
+const EVENT_BUFFER: usize = 256;
 
-pub(super) struct ActorSettings {
-    pub flush_interval: Duration,
-    pub idle_unload: Duration,
-    pub compact_log_bytes: u64,
-    pub max_doc_bytes: u64,
-    pub max_outbound_bytes: usize,
-    pub broadcast_window: Duration,
-}
-
-pub(super) struct DocActor {
-    pub name: DocName,
-    pub actor_id: u64,
-    pub doc: Document,
-    pub awareness: AwarenessTable,
-    pub store: Store,
-    pub registry: Registry,
-    pub stats: Arc<DocStats>,
-    pub settings: Arc<ActorSettings>,
-    pub shutdown: CancellationToken,
-    /// Sequence number of the next logged update.
-    pub next_seq: u64,
-    /// Sequence number of the first update not yet in the snapshot.
-    pub first_unsnapshotted_seq: u64,
-    pub snapshot_bytes: u64,
-    pub log_bytes: u64,
-    pub updated_at_ms: i64,
-    /// When a document of this name was last deleted, if ever.
-    pub(super) tombstone_ms: Option<i64>,
-    /// Sync step 2 carrying the whole current state, shared by every client
-    /// that connects with nothing (a page load); dropped on any change.
-    pub(super) full_sync: Option<Bytes>,
-    /// The stored snapshot, while it is not integrated yet (`cold.rs`).
-    pub(super) deferred: Option<super::cold::Deferred>,
-    pub(super) conns: HashMap<ConnId, Link>,
-    /// Applied updates not yet relayed (see `relay.rs`).
-    pub(super) relay: super::relay::PendingRelay,
-    /// Change feed for SSE subscribers; a lagging one resubscribes.
-    /// Created on first subscription: its ring buffer would otherwise cost
-    /// every loaded document more than the document itself.
-    events: Option<broadcast::Sender<DocEvent>>,
-    pub(super) cluster: Option<Cluster>,
-    /// `AwaitPeers` callers and their deadlines.
-    pub(super) peer_waiters: Vec<(oneshot::Sender<bool>, Instant)>,
-}
-
-/// Where an update came from: only local ones are published to peers.
+/// Where an update came from: only local ones are published to peers, and
+/// only a connection's own update is kept from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Source {
+enum Source {
     Conn(ConnId),
     Rest,
     Peer,
@@ -96,138 +60,123 @@ impl Source {
     }
 }
 
-/// Events buffered per change-feed subscriber before it counts as lagging.
-const EVENT_BUFFER: usize = 256;
-
-pub(super) struct LoadedState {
-    /// The stored snapshot, when it alone is the whole state (no log after
-    /// it): the first full sync can send it without encoding the document.
-    pub snapshot_if_whole: Option<Vec<u8>>,
-    /// Set when `doc` is still empty and the snapshot (with this state
-    /// vector) is to be integrated on first need (`cold.rs`).
-    pub deferred_state_vector: Option<Vec<u8>>,
-    pub tombstone_ms: Option<i64>,
-    pub doc: Document,
-    pub next_seq: u64,
-    pub first_unsnapshotted_seq: u64,
-    pub snapshot_bytes: u64,
-    pub log_bytes: u64,
-    pub updated_at_ms: i64,
+/// Whether the actor goes on, and if not, whether it may write on its way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Live,
+    /// Deleted: nothing of it may be written again.
+    Deleted,
+    /// Its stored snapshot does not load: storage keeps what it has.
+    Unloadable,
 }
 
-pub(super) fn now_ms() -> i64 {
+/// What every actor shares with the registry that spawns it.
+#[derive(Clone)]
+pub(super) struct ActorEnv {
+    pub(super) store: Store,
+    pub(super) directory: Directory,
+    pub(super) settings: Arc<ActorSettings>,
+    pub(super) shutdown: CancellationToken,
+    pub(super) cluster: Option<Cluster>,
+}
+
+pub(super) struct DocActor {
+    name: DocName,
+    actor_id: u64,
+    content: Content,
+    awareness: AwarenessTable,
+    conns: Connections,
+    position: LogPosition,
+    lifecycle: Lifecycle,
+    stats: Arc<DocStats>,
+    env: ActorEnv,
+    /// Change feed for SSE subscribers; a lagging one resubscribes.
+    /// Created on first subscription: its ring buffer would otherwise cost
+    /// every loaded document more than the document itself.
+    events: Option<broadcast::Sender<DocEvent>>,
+    peers: Option<PeerSync>,
+}
+
+fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 impl DocActor {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         name: DocName,
         actor_id: u64,
-        loaded: LoadedState,
-        store: Store,
-        registry: Registry,
+        loaded: Loaded,
+        tombstone_ms: Option<i64>,
         stats: Arc<DocStats>,
-        settings: Arc<ActorSettings>,
-        shutdown: CancellationToken,
-        cluster: Option<Cluster>,
+        env: ActorEnv,
     ) -> Self {
+        let peers = env
+            .cluster
+            .clone()
+            .map(|cluster| PeerSync::new(cluster, name.clone(), actor_id, tombstone_ms));
         DocActor {
             name,
             actor_id,
-            doc: loaded.doc,
+            content: loaded.content,
             awareness: AwarenessTable::default(),
-            store,
-            registry,
+            conns: Connections::new(
+                env.settings.max_outbound_bytes,
+                env.settings.broadcast_window,
+            ),
+            position: loaded.position,
+            lifecycle: Lifecycle::Live,
             stats,
-            settings,
-            shutdown,
-            next_seq: loaded.next_seq,
-            first_unsnapshotted_seq: loaded.first_unsnapshotted_seq,
-            snapshot_bytes: loaded.snapshot_bytes,
-            log_bytes: loaded.log_bytes,
-            updated_at_ms: loaded.updated_at_ms,
-            tombstone_ms: loaded.tombstone_ms,
-            full_sync: None,
-            deferred: None,
-            conns: HashMap::new(),
-            relay: Default::default(),
+            env,
             events: None,
-            cluster,
-            peer_waiters: Vec::new(),
+            peers,
         }
-        .with_stored_snapshot(loaded.snapshot_if_whole, loaded.deferred_state_vector)
-    }
-
-    fn with_stored_snapshot(
-        mut self,
-        snapshot: Option<Vec<u8>>,
-        deferred_state_vector: Option<Vec<u8>>,
-    ) -> Self {
-        let Some(snapshot) = snapshot else {
-            return self;
-        };
-        let frame = Bytes::from(encode_sync_step2(&snapshot));
-        // The frame ends with the snapshot's bytes: share them.
-        let bytes = frame.slice(frame.len() - snapshot.len()..);
-        self.full_sync = Some(frame);
-        self.deferred = deferred_state_vector.map(|state_vector_v1| super::cold::Deferred {
-            snapshot: bytes,
-            state_vector_v1,
-        });
-        self
     }
 
     pub(super) async fn run(mut self: Box<Self>, mut rx: MailboxReceiver) {
         let span = tracing::info_span!("doc", doc = %self.name);
         async move {
             tracing::debug!("loaded");
-            // Healing with peers compares content: integrate first.
-            if self.cluster.is_some() && !self.integrate_deferred() {
-                return;
+            if self.peers.is_some() {
+                // Healing with peers compares content: warm up first.
+                if self.warm().is_none() {
+                    return;
+                }
+                if let Some(peers) = &self.peers {
+                    // Subscribe before asking, so no answer is missed.
+                    Box::pin(peers.subscribe()).await;
+                }
+                self.request_sync(Reach::EveryNode, Presence::Ask);
             }
-            if let Some(cluster) = self.cluster.clone() {
-                // Subscribe before asking, so no answer is missed.
-                Box::pin(cluster.subscribe(&self.name, self.actor_id)).await;
-                self.request_sync(true, true);
-            }
-            let resync_every = self
-                .cluster
-                .as_ref()
-                .map_or(Duration::from_secs(3600), Cluster::resync_interval);
             // Only in cluster mode: an interval is a boxed timer.
-            let mut resync = self
-                .cluster
-                .is_some()
-                .then(|| tokio::time::interval_at(Instant::now() + resync_every, resync_every));
+            let mut resync = self.peers.as_ref().map(|peers| {
+                let every = peers.resync_interval();
+                tokio::time::interval_at(Instant::now() + every, every)
+            });
             let mut idle_since = Some(Instant::now());
             loop {
-                let idle_deadline = idle_since.map(|t| t + self.settings.idle_unload);
-                let waiter_deadline = self.peer_waiters.iter().map(|(_, at)| *at).min();
-                let relay_deadline = self.relay.deadline(self.settings.broadcast_window);
+                let idle_deadline = idle_since.map(|t| t + self.env.settings.idle_unload);
+                let waiter_deadline = self.peers.as_ref().and_then(PeerSync::next_deadline);
+                let flush_deadline = self.conns.flush_deadline();
                 tokio::select! {
                     command = rx.recv() => match command {
                         Some(command) => {
-                            if self.deferred.is_some() && !self.can_defer(&command) {
+                            if self.content.is_cold() && need(&command) == Need::Content {
                                 // Integrating takes a while: let the
                                 // connections just answered from the
                                 // snapshot write it out first.
                                 tokio::task::yield_now().await;
-                                if !self.integrate_deferred() {
-                                    return;
-                                }
                             }
                             // Boxed: the futures of the rarer commands
                             // (delete, reload, compaction) would otherwise
                             // size every idle document's task.
                             Box::pin(self.handle(command)).await;
-                            if self.deleted() {
+                            if self.lifecycle != Lifecycle::Live {
                                 return;
                             }
-                            if self.settings.broadcast_window.is_zero() && rx.is_empty() {
-                                self.flush_relay();
+                            if self.conns.flushes_when_idle() && rx.is_empty() {
+                                self.flush();
                             }
-                            idle_since = if self.conns.is_empty() { Some(Instant::now()) } else { None };
+                            idle_since = self.conns.is_empty().then(Instant::now);
                         }
                         None => break,
                     },
@@ -239,12 +188,12 @@ impl DocActor {
                             break;
                         }
                     }
-                    _ = tick(&mut resync) => self.request_sync(false, false),
-                    _ = sleep_until(relay_deadline) => self.flush_relay(),
+                    _ = tick(&mut resync) => self.request_sync(Reach::Loaded, Presence::Skip),
+                    _ = sleep_until(flush_deadline) => self.flush(),
                     _ = sleep_until(idle_deadline) => {
                         // Change-feed subscribers keep a document loaded too.
                         if self.subscribers() == 0
-                            && self.registry.remove_if_idle(&self.name, self.actor_id, &rx) {
+                            && self.env.directory.remove_if_idle(&self.name, self.actor_id, &rx) {
                             rx.close();
                             // Commands that raced in are dropped: their reply
                             // channels close and the senders open the document anew.
@@ -254,17 +203,38 @@ impl DocActor {
                         }
                         idle_since = Some(Instant::now());
                     }
-                    _ = self.shutdown.cancelled() => break,
+                    _ = self.env.shutdown.cancelled() => break,
                 }
             }
-            self.flush_relay();
-            if let Some(cluster) = &self.cluster {
-                cluster.unsubscribe(&self.name, self.actor_id);
+            self.flush();
+            if let Some(peers) = &self.peers {
+                peers.unsubscribe();
             }
             Box::pin(self.compact()).await;
         }
         .instrument(span)
         .await
+    }
+
+    /// The warm document, integrating a cold snapshot first. None if the
+    /// snapshot does not load: every connection is then closed (1011) and
+    /// the actor stops without writing anything, so that storage keeps what
+    /// it has.
+    fn warm(&mut self) -> Option<&mut Warm> {
+        if let Err(e) = self.content.warm_up() {
+            tracing::error!(error = %e, "stored snapshot does not load; closing the document");
+            self.close_all(CloseReason::new(
+                CloseReason::INTERNAL,
+                "stored document does not load",
+            ));
+            self.env.directory.remove(&self.name, self.actor_id);
+            self.lifecycle = Lifecycle::Unloadable;
+            return None;
+        }
+        match &mut self.content {
+            Content::Warm(warm) => Some(warm),
+            Content::Cold(_) => None,
+        }
     }
 
     /// Change-feed subscribers right now.
@@ -274,57 +244,50 @@ impl DocActor {
             .map_or(0, broadcast::Sender::receiver_count)
     }
 
-    pub(super) fn deleted(&self) -> bool {
-        self.next_seq == u64::MAX
-    }
-
     async fn handle(&mut self, command: DocCommand) {
+        if need(&command) == Need::Content && self.warm().is_none() {
+            return;
+        }
         match command {
             DocCommand::Connect {
                 id,
                 outbound,
                 reply,
             } => {
-                let mut first = vec![Bytes::from(encode_sync_step1(&self.state_vector_v1()))];
+                let mut first = vec![Bytes::from(encode_sync_step1(
+                    &self.content.state_vector_v1(),
+                ))];
                 let present = self.awareness.snapshot();
                 if !present.is_empty() {
                     first.push(Bytes::from(encode_awareness(&present.encode())));
                 }
-                self.conns.insert(
-                    id,
-                    Link {
-                        outbound,
-                        awareness_clients: Vec::new(),
-                    },
-                );
-                for frame in first {
-                    self.send_to(id, frame);
-                }
-                self.stats
-                    .clients
-                    .store(self.conns.len(), Ordering::Relaxed);
+                let departed = self.conns.join(id, outbound, first);
+                self.settle(departed);
+                self.publish_clients();
                 let _ = reply.send(());
             }
-            DocCommand::Disconnect { id } => self.remove_conn(id),
+            DocCommand::Disconnect { id } => {
+                let departed = self.conns.leave(id).into_iter().collect();
+                self.settle(departed);
+            }
             DocCommand::SyncStep1 { id, state_vector } => {
                 let frame = if state_vector.is_empty() {
-                    self.full_sync_frame()
+                    self.content.full_sync_frame()
                 } else {
-                    Bytes::from(encode_sync_step2(&self.doc.diff_v1(&state_vector)))
+                    let Some(warm) = self.warm() else { return };
+                    Bytes::from(encode_sync_step2(&warm.doc().diff_v1(&state_vector)))
                 };
                 self.send_to(id, frame);
             }
             DocCommand::Update { id, update } => {
                 if let Err(e) = self.apply(update, Source::Conn(id)).await {
-                    let code = match e {
-                        ApplyError::TooLarge { .. } => CloseReason::TOO_BIG,
-                        ApplyError::Document(_) => CloseReason::INVALID_PAYLOAD,
+                    let (code, label) = match e {
+                        ApplyError::TooLarge { .. } => (CloseReason::TOO_BIG, "doc_too_large"),
+                        ApplyError::Document(_) => (CloseReason::INVALID_PAYLOAD, "bad_update"),
                     };
-                    crate::metrics::rejected_frame(match e {
-                        ApplyError::TooLarge { .. } => "doc_too_large",
-                        ApplyError::Document(_) => "bad_update",
-                    });
-                    self.kick(id, CloseReason::new(code, e.to_string()));
+                    crate::metrics::rejected_frame(label);
+                    let departed = self.conns.kick(id, CloseReason::new(code, e.to_string()));
+                    self.settle(departed.into_iter().collect());
                 }
             }
             DocCommand::Awareness { id, update } => self.apply_awareness(id, *update),
@@ -334,25 +297,29 @@ impl DocActor {
             }
             DocCommand::Info { reply } => {
                 let _ = reply.send(DocInfo {
-                    bytes: self.snapshot_bytes + self.log_bytes,
-                    updated_at_ms: self.updated_at_ms,
+                    bytes: self.position.bytes(),
+                    updated_at_ms: self.position.updated_at_ms(),
                     clients: self.conns.len(),
-                    state_vector: self.state_vector_v1(),
+                    state_vector: self.content.state_vector_v1(),
                 });
             }
             DocCommand::Snapshot { request, reply } => {
-                let _ = reply.send(self.snapshot(*request));
+                if let Some(warm) = self.warm() {
+                    let _ = reply.send(snapshot(warm.doc(), *request));
+                }
             }
             DocCommand::ApplyUpdate { update, reply } => {
                 let _ = reply.send(self.apply(update, Source::Rest).await);
             }
-            DocCommand::Delete { propagate, reply } => {
-                self.delete(now_ms(), propagate).await;
+            DocCommand::Delete { origin, reply } => {
+                self.delete(now_ms(), origin).await;
                 let _ = reply.send(());
             }
             DocCommand::Subscribe { reply } => {
+                let Some(warm) = self.warm() else { return };
+                let snapshot = warm.doc().encode_state_v1();
                 let _ = reply.send(Subscription {
-                    snapshot: self.doc.encode_state_v1(),
+                    snapshot,
                     events: self
                         .events
                         .get_or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
@@ -361,57 +328,42 @@ impl DocActor {
             }
             DocCommand::Remote(message) => self.on_remote(*message).await,
             DocCommand::ClusterResync => {
-                self.request_sync(true, true);
+                self.request_sync(Reach::EveryNode, Presence::Ask);
                 self.publish_local_awareness();
             }
             DocCommand::AwaitPeers { reply } => {
-                if self.is_empty() {
-                    let deadline = Instant::now() + super::peers::PEER_WAIT;
-                    self.peer_waiters.push((reply, deadline));
-                } else {
-                    let _ = reply.send(true);
+                let empty = self.is_empty();
+                match &mut self.peers {
+                    Some(peers) if empty => peers.wait(reply),
+                    _ => {
+                        let _ = reply.send(!empty);
+                    }
                 }
             }
-        }
-    }
-
-    fn snapshot(&self, request: SnapshotRequest) -> SnapshotBody {
-        match request.format {
-            SnapshotFormat::Yjs => SnapshotBody::Binary(match &request.state_vector {
-                Some(sv) => self.doc.diff_v1(sv),
-                None => self.doc.encode_state_v1(),
-            }),
-            SnapshotFormat::YjsV2 => SnapshotBody::Binary(match &request.state_vector {
-                Some(sv) => self.doc.diff_v2(sv),
-                None => self.doc.encode_state_v2(),
-            }),
-            SnapshotFormat::Json => SnapshotBody::Json(self.doc.to_json()),
-            SnapshotFormat::Text { root } => match self.doc.root_text(&root) {
-                Some(text) => SnapshotBody::Text(text),
-                None => SnapshotBody::NoSuchRoot(root),
-            },
         }
     }
 
     /// Applies an untrusted update, logs it, relays it to every connection
     /// but its origin. Nothing is logged or relayed unless it applied and
     /// changed the document.
-    pub(super) async fn apply(&mut self, update: Bytes, source: Source) -> Result<(), ApplyError> {
+    async fn apply(&mut self, update: Bytes, source: Source) -> Result<(), ApplyError> {
         let origin = source.conn();
-        let stored_bytes = self.snapshot_bytes + self.log_bytes;
-        if stored_bytes.saturating_add(update.len() as u64) > self.settings.max_doc_bytes {
-            return Err(ApplyError::TooLarge {
-                limit: self.settings.max_doc_bytes,
-            });
+        let limit = self.env.settings.max_doc_bytes;
+        if self.position.would_exceed(update.len(), limit) {
+            return Err(ApplyError::TooLarge { limit });
         }
+        // `handle` warmed the document for this command already; a
+        // snapshot that does not load has stopped the actor.
+        let Some(warm) = self.warm() else {
+            return Err(ApplyError::Document(DocumentError::Poisoned));
+        };
         let started = std::time::Instant::now();
-        let before = self.doc.state_vector();
-        match self.doc.apply_update_v1(&update) {
+        let before = warm.doc().state_vector();
+        match warm.apply_update_v1(&update) {
             Ok(true) => {
-                self.full_sync = None;
                 // Before it is logged: the document must still encode into
                 // something that loads, or a restart would lose it.
-                if let Err(e) = self.doc.verify_since(&before) {
+                if let Err(e) = warm.doc().verify_since(&before) {
                     tracing::error!(error = %e, conn = origin, "update left the document unencodable; reloading");
                     self.reload().await;
                     return Err(ApplyError::Document(e));
@@ -427,120 +379,113 @@ impl DocActor {
                 return Err(ApplyError::Document(e));
             }
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.log_bytes += update.len() as u64;
-        self.updated_at_ms = now_ms();
+        let seq = self.position.append(update.len(), now_ms());
         self.publish_stats();
-        let meta = self.meta();
-        let durable = self.settings.flush_interval.is_zero();
-        let stored = if durable {
-            self.store
-                .append_durable(self.name.clone(), seq, update.clone(), meta)
-                .await
-        } else {
-            self.store
-                .append(self.name.clone(), seq, update.clone(), meta)
-                .await
+        let meta = self.position.meta();
+        let (store, name) = (&self.env.store, self.name.clone());
+        let stored = match self.env.settings.durability() {
+            Durability::BeforeRelay => store.append_durable(name, seq, update.clone(), meta).await,
+            Durability::GroupCommit => store.append(name, seq, update.clone(), meta).await,
         };
         if let Err(e) = stored {
             tracing::error!(error = %e, seq, "could not log update");
         }
-        self.relay_update(Bytes::from(encode_update(&update)), origin);
-        if source != Source::Peer {
-            if let Some(cluster) = &self.cluster {
-                cluster.publish(&self.name, Body::Update(update.to_vec()));
+        let departed = self
+            .conns
+            .relay_update(Bytes::from(encode_update(&update)), origin);
+        self.settle(departed);
+        if let Some(peers) = &mut self.peers {
+            if source != Source::Peer {
+                peers.publish_update(update.to_vec());
             }
+            peers.resolve_waiters();
         }
-        self.resolve_peer_waiters();
         if let Some(events) = self.events.as_ref().filter(|e| e.receiver_count() > 0) {
             let _ = events.send(DocEvent::Update(update));
         }
-        if self.log_bytes > self.settings.compact_log_bytes {
+        if self
+            .position
+            .wants_compaction(self.env.settings.compact_log_bytes)
+        {
             self.compact().await;
         }
         Ok(())
     }
 
+    /// Applies a connection's presence and relays what changed to every
+    /// connection, its sender included, as y-websocket's server does: a
+    /// provider that hears nothing for 30 s reconnects, and a lone
+    /// editor's own renewals (every 15 s) are all it would hear.
     fn apply_awareness(&mut self, id: ConnId, update: AwarenessUpdate) {
         let change = self.awareness.apply(update);
         if change.is_empty() {
             return;
         }
-        if let Some(link) = self.conns.get_mut(&id) {
-            // Sorted, so that an update naming many clients costs
-            // O(n log n), never O(n²).
-            let clients = &mut link.awareness_clients;
-            clients.extend(change.added.iter().chain(&change.updated));
-            clients.sort_unstable();
-            clients.dedup();
-            if !change.removed.is_empty() {
-                let mut removed = change.removed.clone();
-                removed.sort_unstable();
-                clients.retain(|client| removed.binary_search(client).is_err());
-            }
-        }
+        let introduced: Vec<u64> = change
+            .added
+            .iter()
+            .chain(&change.updated)
+            .copied()
+            .collect();
+        self.conns.note_awareness(id, &introduced, &change.removed);
         let encoded = change.effective.encode();
-        // To the sender too, as y-websocket's server does: a provider that
-        // hears nothing for 30 s reconnects, and a lone editor's own
-        // renewals (every 15 s) are all it would hear.
-        self.broadcast(Bytes::from(encode_awareness(&encoded)), None);
-        if let Some(cluster) = &self.cluster {
-            cluster.publish(&self.name, Body::Awareness(encoded));
-        }
-    }
-
-    fn meta(&self) -> DocMeta {
-        DocMeta {
-            updated_at_ms: self.updated_at_ms,
-            bytes: self.snapshot_bytes + self.log_bytes,
-            last_seq: self.next_seq.saturating_sub(1),
+        self.broadcast(Bytes::from(encode_awareness(&encoded)));
+        if let Some(peers) = &self.peers {
+            peers.publish_awareness(encoded);
         }
     }
 
     fn publish_stats(&self) {
         self.stats
             .bytes
-            .store(self.snapshot_bytes + self.log_bytes, Ordering::Relaxed);
+            .store(self.position.bytes(), Ordering::Relaxed);
         self.stats
             .updated_at_ms
-            .store(self.updated_at_ms, Ordering::Relaxed);
+            .store(self.position.updated_at_ms(), Ordering::Relaxed);
     }
 
-    /// Sync step 2 with the whole state, encoded once per change.
-    fn full_sync_frame(&mut self) -> Bytes {
-        let doc = &self.doc;
-        self.full_sync
-            .get_or_insert_with(|| Bytes::from(encode_sync_step2(&doc.encode_state_v1())))
-            .clone()
+    fn publish_clients(&self) {
+        self.stats
+            .clients
+            .store(self.conns.len(), Ordering::Relaxed);
     }
 
     /// Merges the log into a fresh snapshot.
     async fn compact(&mut self) {
-        if self.deleted() || self.next_seq == self.first_unsnapshotted_seq {
+        if self.lifecycle != Lifecycle::Live {
             return;
         }
-        if let Err(e) = self.doc.verify_roundtrip() {
+        // A cold document is its snapshot already; a warm one may have
+        // applied updates since.
+        let Content::Warm(warm) = &self.content else {
+            return;
+        };
+        let doc = warm.doc();
+        if let Err(e) = doc.verify_roundtrip() {
             // Keep the log, which loads; never replace it with a snapshot that does not.
             tracing::error!(error = %e, "snapshot would not reload; compaction skipped");
             return;
         }
         let snapshot = Snapshot {
-            update: self.doc.encode_state_v1(),
-            state_vector_v1: self.doc.state_vector_v1(),
+            update: doc.encode_state_v1(),
+            state_vector_v1: doc.state_vector_v1(),
         };
-        let through_seq = self.next_seq - 1;
-        self.snapshot_bytes = snapshot.update.len() as u64;
-        self.log_bytes = 0;
-        self.first_unsnapshotted_seq = self.next_seq;
+        let Some(compaction) = self.position.compact(snapshot.update.len()) else {
+            return;
+        };
         self.publish_stats();
-        let meta = self.meta();
+        let meta = self.position.meta();
         match self
+            .env
             .store
-            .compact(self.name.clone(), snapshot, through_seq, meta)
+            .compact(self.name.clone(), snapshot, compaction.through_seq, meta)
             .await
         {
-            Ok(()) => tracing::debug!(through_seq, bytes = meta.bytes, "compacted"),
+            Ok(()) => tracing::debug!(
+                through_seq = compaction.through_seq,
+                bytes = meta.bytes,
+                "compacted"
+            ),
             Err(e) => tracing::error!(error = %e, "compaction failed"),
         }
     }
@@ -548,77 +493,251 @@ impl DocActor {
     /// After yrs panicked mid-transaction the in-memory document is suspect;
     /// storage holds every update that applied before, so rebuild from it.
     async fn reload(&mut self) {
-        match super::registry::load_state(&self.store, &self.name, Defer::Never).await {
-            Ok((Some(state), _)) => {
-                self.doc = state.doc;
-                self.full_sync = None;
-                tracing::warn!("reloaded document after engine panic");
+        let doc = match load::load(&self.env.store, &self.name, Warmth::Warm).await {
+            Ok(stored) => match stored.doc.map(|loaded| loaded.content) {
+                Some(Content::Warm(warm)) => {
+                    tracing::warn!("reloaded document after engine panic");
+                    warm.into_doc()
+                }
+                // Never stored: nothing applied before, so nothing is lost.
+                Some(Content::Cold(_)) | None => Document::new(),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "reload after engine panic failed");
+                return;
             }
-            Ok((None, _)) => {
-                self.doc = Document::new();
-                self.full_sync = None;
-            }
-            Err(e) => tracing::error!(error = %e, "reload after engine panic failed"),
+        };
+        if let Content::Warm(warm) = &mut self.content {
+            warm.replace(doc);
         }
     }
 
     /// Deletes the document (closing its sockets with 4404) and leaves a
-    /// tombstone dated `at_ms`; `propagate` tells every other node.
-    pub(super) async fn delete(&mut self, at_ms: i64, propagate: bool) {
-        if propagate {
-            if let Some(cluster) = &self.cluster {
-                cluster.publish_control(
-                    &self.name,
-                    Body::Deleted {
-                        at_ms: at_ms.max(0) as u64,
-                    },
-                );
-            }
+    /// tombstone dated `at_ms`; one decided here is announced to every other node.
+    async fn delete(&mut self, at_ms: i64, origin: DeleteOrigin) {
+        if let (Some(peers), DeleteOrigin::Here) = (&self.peers, origin) {
+            peers.publish_delete(at_ms);
         }
         self.close_all(CloseReason::new(CloseReason::DELETED, "document deleted"));
-        self.registry.remove_actor(&self.name, self.actor_id);
+        self.env.directory.remove(&self.name, self.actor_id);
         if let Some(events) = &self.events {
             let _ = events.send(DocEvent::Deleted);
         }
-        if let Err(e) = self.store.delete(self.name.clone(), at_ms).await {
+        if let Err(e) = self.env.store.delete(self.name.clone(), at_ms).await {
             tracing::error!(error = %e, "delete failed");
         }
-        self.next_seq = u64::MAX;
+        self.lifecycle = Lifecycle::Deleted;
         tracing::info!("deleted");
     }
 
-    /// Closes every connection from the server side.
-    pub(super) fn close_all(&mut self, reason: CloseReason) {
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.kick(id, reason.clone());
-        }
+    // --- sending: every send settles the connections that left ----------
+
+    fn flush(&mut self) {
+        let departed = self.conns.flush();
+        self.settle(departed);
     }
 
-    /// Closes a connection from the server side.
-    pub(super) fn kick(&mut self, id: ConnId, reason: CloseReason) {
-        if let Some(link) = self.conns.get_mut(&id) {
-            tracing::info!(conn = id, code = reason.code, reason = %reason.reason, "closing connection");
-            link.outbound.close(reason);
-        }
-        self.remove_conn(id);
+    fn broadcast(&mut self, frame: Bytes) {
+        let departed = self.conns.broadcast(frame);
+        self.settle(departed);
     }
 
-    pub(super) fn remove_conn(&mut self, id: ConnId) {
-        let Some(link) = self.conns.remove(&id) else {
+    fn send_to(&mut self, id: ConnId, frame: Bytes) {
+        let departed = self.conns.send_to(id, frame);
+        self.settle(departed);
+    }
+
+    fn close_all(&mut self, reason: CloseReason) {
+        let departed = self.conns.close_all(reason);
+        self.settle(departed);
+    }
+
+    /// Removes the presence of connections that left and tells everyone
+    /// else, which may find more connections gone.
+    fn settle(&mut self, mut departed: Departures) {
+        if departed.is_empty() {
             return;
-        };
-        self.stats
-            .clients
-            .store(self.conns.len(), Ordering::Relaxed);
-        let removal = self.awareness.remove(link.awareness_clients);
-        if !removal.is_empty() {
+        }
+        while let Some(departure) = departed.pop() {
+            let removal = self.awareness.remove(departure.awareness_clients);
+            if removal.is_empty() {
+                continue;
+            }
             let encoded = removal.encode();
-            self.broadcast(Bytes::from(encode_awareness(&encoded)), None);
-            if let Some(cluster) = &self.cluster {
-                cluster.publish(&self.name, Body::Awareness(encoded));
+            departed.extend(
+                self.conns
+                    .broadcast(Bytes::from(encode_awareness(&encoded))),
+            );
+            if let Some(peers) = &self.peers {
+                peers.publish_awareness(encoded);
             }
         }
+        self.publish_clients();
+    }
+
+    // --- the cluster side -------------------------------------------------
+
+    fn is_empty(&self) -> bool {
+        self.position.bytes() == 0
+            && self
+                .content
+                .as_warm()
+                .is_some_and(|warm| warm.doc().state_vector().is_empty())
+    }
+
+    fn peer_state(&self) -> Option<PeerState> {
+        let updated_at_ms = self.position.updated_at_ms().max(0) as u64;
+        self.content
+            .as_warm()
+            .map(|warm| warm.doc().peer_state(updated_at_ms))
+    }
+
+    fn request_sync(&self, reach: Reach, presence: Presence) {
+        if let (Some(peers), Some(state)) = (&self.peers, self.peer_state()) {
+            peers.request_sync(state, reach, presence);
+        }
+    }
+
+    /// Presence of this node's own clients, for peers that just arrived.
+    fn publish_local_awareness(&self) {
+        let Some(peers) = &self.peers else {
+            return;
+        };
+        let update = self
+            .awareness
+            .snapshot_of(self.conns.local_awareness_clients());
+        if !update.is_empty() {
+            peers.publish_awareness(update.encode());
+        }
+    }
+
+    async fn on_remote(&mut self, message: ClusterMessage) {
+        let (Some(peers), Some(ours)) = (&self.peers, self.peer_state()) else {
+            return;
+        };
+        match message.body {
+            Body::Update(update) => self.apply_remote(update).await,
+            Body::Awareness(bytes) => match AwarenessUpdate::decode(&bytes) {
+                Ok(update) => {
+                    let change = self.awareness.apply(update);
+                    if !change.is_empty() {
+                        let frame = encode_awareness(&change.effective.encode());
+                        self.broadcast(Bytes::from(frame));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, from = %message.origin, "bad remote awareness")
+                }
+            },
+            Body::SyncRequest {
+                state,
+                want_awareness,
+            } => {
+                if peers.is_stale(state.updated_at_ms) {
+                    peers.announce_tombstone();
+                    return;
+                }
+                if let RequestAnswer::Reply { with_diff } = heal::answer_request(&ours, &state) {
+                    let update = match (with_diff, self.content.as_warm()) {
+                        (true, Some(warm)) => warm.doc().diff_v1(&state.state_vector),
+                        _ => Vec::new(),
+                    };
+                    peers.reply(message.origin, update, Some(ours));
+                }
+                if want_awareness {
+                    self.publish_local_awareness();
+                }
+            }
+            Body::SyncReply {
+                target,
+                update,
+                state,
+            } => {
+                if !peers.is_us(&target) {
+                    return;
+                }
+                if state
+                    .as_ref()
+                    .is_some_and(|s| peers.is_stale(s.updated_at_ms))
+                {
+                    // Their copy predates our deletion: do not resurrect it.
+                    peers.announce_tombstone();
+                    return;
+                }
+                if !update.is_empty() {
+                    self.apply_remote(update).await;
+                }
+                if let Some(theirs) = state {
+                    self.answer_peer_state(message.origin, theirs);
+                }
+            }
+            Body::Deleted { at_ms } => {
+                match heal::remote_delete(self.position.updated_at_ms(), at_ms) {
+                    RemoteDelete::Delete => {
+                        let at_ms = i64::try_from(at_ms).unwrap_or(i64::MAX);
+                        self.delete(at_ms, DeleteOrigin::Peer).await;
+                    }
+                    RemoteDelete::KeepNewer => {
+                        if let Some(peers) = &mut self.peers {
+                            peers.remember_tombstone(i64::try_from(at_ms).unwrap_or(i64::MAX));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer told us its state in a reply: send what it lacks, once.
+    fn answer_peer_state(&self, peer: String, theirs: PeerState) {
+        let (Some(peers), Some(ours), Some(warm)) =
+            (&self.peers, self.peer_state(), self.content.as_warm())
+        else {
+            return;
+        };
+        if heal::send_diff_after_reply(&ours, &theirs) {
+            peers.reply(peer, warm.doc().diff_v1(&theirs.state_vector), None);
+        }
+    }
+
+    async fn apply_remote(&mut self, update: Vec<u8>) {
+        if let Err(e) = self.apply(Bytes::from(update), Source::Peer).await {
+            tracing::warn!(error = %e, "update from a peer did not apply");
+        }
+    }
+
+    /// Answers expired `AwaitPeers` callers. True when the document is
+    /// still empty and unused, and has been removed from the directory:
+    /// nobody holds it, and it must not linger as a phantom.
+    fn expire_peer_waiters(&mut self, rx: &MailboxReceiver) -> bool {
+        let empty = self.is_empty();
+        let Some(peers) = &mut self.peers else {
+            return false;
+        };
+        peers.expire_waiters(!empty)
+            && empty
+            && self.conns.is_empty()
+            && self
+                .env
+                .directory
+                .remove_if_idle(&self.name, self.actor_id, rx)
+    }
+}
+
+fn snapshot(doc: &Document, request: SnapshotRequest) -> SnapshotBody {
+    match request.format {
+        SnapshotFormat::Yjs => SnapshotBody::Binary(match &request.state_vector {
+            Some(sv) => doc.diff_v1(sv),
+            None => doc.encode_state_v1(),
+        }),
+        SnapshotFormat::YjsV2 => SnapshotBody::Binary(match &request.state_vector {
+            Some(sv) => doc.diff_v2(sv),
+            None => doc.encode_state_v2(),
+        }),
+        SnapshotFormat::Json => SnapshotBody::Json(doc.to_json()),
+        SnapshotFormat::Text { root } => match doc.root_text(&root) {
+            Some(text) => SnapshotBody::Text(text),
+            None => SnapshotBody::NoSuchRoot(root),
+        },
     }
 }
 

@@ -8,48 +8,6 @@ use tokio::sync::{broadcast, oneshot};
 
 pub type ConnId = u64;
 
-/// Why the server closes a WebSocket, as a close frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseReason {
-    pub code: u16,
-    pub reason: String,
-}
-
-impl CloseReason {
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    pub const UNSUPPORTED: u16 = 1003;
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const INTERNAL: u16 = 1011;
-    pub const DELETED: u16 = 4404;
-
-    /// A stable label for the rejected-frames metric.
-    pub fn label(&self) -> &'static str {
-        match self.code {
-            Self::INVALID_PAYLOAD => "invalid_payload",
-            Self::UNSUPPORTED => "unsupported",
-            Self::POLICY => "policy",
-            Self::TOO_BIG => "too_big",
-            _ => "other",
-        }
-    }
-
-    /// Close reasons are limited to 123 bytes by RFC 6455.
-    pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        let mut reason = reason.into();
-        if reason.len() > 123 {
-            let mut cut = 120;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-            reason.push_str("...");
-        }
-        CloseReason { code, reason }
-    }
-}
-
 /// Why an update was refused; the document is unchanged either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -110,6 +68,15 @@ pub struct DocInfo {
     pub state_vector: Vec<u8>,
 }
 
+/// Where a delete was decided, which says whether to announce it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOrigin {
+    /// A client of this node asked: every other node is told.
+    Here,
+    /// Another node announced it: nothing to pass on.
+    Peer,
+}
+
 /// Large payloads are boxed: every document's queue is a block of 32 of
 /// these, allocated whether or not it is ever used.
 pub enum DocCommand {
@@ -152,8 +119,7 @@ pub enum DocCommand {
         reply: oneshot::Sender<Result<(), ApplyError>>,
     },
     Delete {
-        /// Also tell every other node (false when the delete came from one).
-        propagate: bool,
+        origin: DeleteOrigin,
         reply: oneshot::Sender<()>,
     },
     Subscribe {

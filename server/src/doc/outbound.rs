@@ -6,7 +6,7 @@
 //! connection, while an empty `VecDeque` costs nothing and one that has
 //! drained gives its memory back.
 
-use super::command::CloseReason;
+use super::close::CloseReason;
 use super::wakeup::{wake, Wakeup};
 use bytes::Bytes;
 use std::collections::VecDeque;

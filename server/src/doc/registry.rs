@@ -1,94 +1,38 @@
-//! The map from document names to running actors.
+//! Documents by name: loads a document on first use into a running actor,
+//! finds it again while it runs, deletes it.
 //!
-//! A document is loaded on first use and unloads itself when idle. The map's
-//! lock is never held across an `.await`.
+//! A document unloads itself when idle; the next use loads it anew.
 
-use super::actor::{ActorSettings, DocActor, LoadedState};
-use super::command::{DocCommand, Gone};
-use super::mailbox::{mailbox, MailboxReceiver, MailboxSender, Offer, Permit};
+use super::actor::{ActorEnv, DocActor};
+use super::command::{DeleteOrigin, DocCommand, Gone};
+use super::content::Content;
+use super::directory::Directory;
+use super::handle::{DocHandle, DocStats};
+use super::load::{self, Loaded, OpenError, Warmth};
+use super::log::LogPosition;
+use super::mailbox::mailbox;
+use super::settings::ActorSettings;
 use crate::cluster::Cluster;
+use crate::config::Config;
 use crate::names::DocName;
-use crate::store::{Store, StoreError};
-use crdt_core::{Document, DocumentError, ValidationLimits};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
-use tokio::sync::oneshot;
+use crate::store::Store;
+use crdt_core::Document;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Commands queued for one document before senders wait.
 const COMMAND_QUEUE: usize = 1024;
 
-/// Figures of a loaded document readable without asking its actor.
-#[derive(Debug, Default)]
-pub struct DocStats {
-    pub clients: AtomicUsize,
-    pub bytes: AtomicU64,
-    pub updated_at_ms: AtomicI64,
-}
-
-#[derive(Clone)]
-pub struct DocHandle {
-    tx: MailboxSender,
-    pub stats: Arc<DocStats>,
-    actor_id: u64,
-}
-
-impl DocHandle {
-    /// Sends a command whose reply tells the actor served it.
-    pub async fn request<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> DocCommand,
-    ) -> Result<T, Gone> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| Gone)?;
-        rx.await.map_err(|_| Gone)
-    }
-
-    /// Sends a command that needs no reply; fails if the actor has stopped.
-    pub async fn send(&self, command: DocCommand) -> Result<(), Gone> {
-        self.tx.send(command).await.map_err(|_| Gone)
-    }
-
-    /// Sends without waiting; fails if the actor is gone or its queue is full.
-    pub fn try_send(&self, command: DocCommand) -> Result<(), Gone> {
-        self.tx.offer(command).map_err(|_| Gone)
-    }
-
-    /// Sends without waiting; a full queue hands the command back.
-    pub fn offer(&self, command: DocCommand) -> Result<(), Offer> {
-        self.tx.offer(command)
-    }
-
-    /// Resolves with room for one command in the actor's queue.
-    pub fn reserve(
-        &self,
-    ) -> impl std::future::Future<Output = Result<Permit, Gone>> + Send + 'static {
-        self.tx.reserve()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("document not found")]
+/// What opening a name that nothing is stored under does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfAbsent {
+    /// Starts an empty document (a client connecting, a write).
+    Create,
+    /// Fails with [`OpenError::NotFound`] (reads, deletes). In cluster mode
+    /// only once no peer answered for it either.
     NotFound,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("stored document does not load: {0}")]
-    Corrupt(#[from] DocumentError),
-    #[error("server is shutting down")]
-    ShuttingDown,
-}
-
-pub struct RegistryOptions {
-    pub flush_interval: Duration,
-    pub idle_unload: Duration,
-    pub compact_log_bytes: u64,
-    pub max_doc_bytes: u64,
-    pub max_outbound_bytes: usize,
-    pub broadcast_window: Duration,
 }
 
 #[derive(Clone)]
@@ -97,7 +41,7 @@ pub struct Registry {
 }
 
 struct Inner {
-    docs: Mutex<HashMap<DocName, DocHandle>>,
+    directory: Directory,
     store: Store,
     settings: Arc<ActorSettings>,
     tracker: TaskTracker,
@@ -109,37 +53,21 @@ struct Inner {
 impl Registry {
     pub fn new(
         store: Store,
-        options: RegistryOptions,
+        config: &Config,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
         Registry {
             inner: Arc::new(Inner {
-                docs: Mutex::new(HashMap::new()),
+                directory: Directory::default(),
                 store,
-                settings: Arc::new(ActorSettings {
-                    flush_interval: options.flush_interval,
-                    idle_unload: options.idle_unload,
-                    compact_log_bytes: options.compact_log_bytes,
-                    max_doc_bytes: options.max_doc_bytes,
-                    max_outbound_bytes: options.max_outbound_bytes,
-                    broadcast_window: options.broadcast_window,
-                }),
+                settings: Arc::new(ActorSettings::from_config(config)),
                 tracker,
                 shutdown,
                 next_actor_id: AtomicU64::new(1),
                 cluster: OnceLock::new(),
             }),
         }
-    }
-
-    fn docs(&self) -> MutexGuard<'_, HashMap<DocName, DocHandle>> {
-        // A panic while holding this lock cannot leave the map half-updated
-        // (every critical section is a single insert, remove or read).
-        self.inner
-            .docs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Cluster mode: documents heal from and relay to other nodes.
@@ -152,33 +80,29 @@ impl Registry {
     }
 
     pub fn loaded_names(&self) -> Vec<DocName> {
-        self.docs().keys().cloned().collect()
+        self.inner.directory.names()
     }
 
     /// The loaded document's handle, if it is loaded.
     pub fn loaded(&self, name: &DocName) -> Option<DocHandle> {
-        self.docs().get(name).cloned()
+        self.inner.directory.get(name)
     }
 
     /// Names and figures of every loaded document.
     pub fn loaded_stats(&self) -> Vec<(DocName, Arc<DocStats>)> {
-        self.docs()
-            .iter()
-            .map(|(name, handle)| (name.clone(), handle.stats.clone()))
-            .collect()
+        self.inner.directory.stats()
     }
 
     pub fn loaded_count(&self) -> usize {
-        self.docs().len()
+        self.inner.directory.len()
     }
 
     /// Returns the running actor, loading the document from storage first if
-    /// needed. With `create` false an unknown document is `NotFound`; in
-    /// cluster mode only once no peer answered for it either.
-    pub async fn open(&self, name: &DocName, create: bool) -> Result<DocHandle, OpenError> {
-        match self.open_local(name, create).await {
+    /// needed.
+    pub async fn open(&self, name: &DocName, if_absent: IfAbsent) -> Result<DocHandle, OpenError> {
+        match self.open_local(name, if_absent).await {
             Err(OpenError::NotFound) if self.cluster().is_some() => {
-                let handle = self.open_local(name, true).await?;
+                let handle = self.open_local(name, IfAbsent::Create).await?;
                 match handle
                     .request(|reply| DocCommand::AwaitPeers { reply })
                     .await
@@ -194,65 +118,62 @@ impl Registry {
     /// Like [`Registry::open`], but `NotFound` unless this node stores the
     /// document: for answering peers, which must not create phantoms.
     pub async fn open_stored(&self, name: &DocName) -> Result<DocHandle, OpenError> {
-        self.open_local(name, false).await
+        self.open_local(name, IfAbsent::NotFound).await
     }
 
-    async fn open_local(&self, name: &DocName, create: bool) -> Result<DocHandle, OpenError> {
+    async fn open_local(
+        &self,
+        name: &DocName,
+        if_absent: IfAbsent,
+    ) -> Result<DocHandle, OpenError> {
         if let Some(handle) = self.loaded(name) {
             return Ok(handle);
         }
         if self.inner.shutdown.is_cancelled() {
             return Err(OpenError::ShuttingDown);
         }
-        let (state, tombstone_ms) = load_state(&self.inner.store, name, Defer::Allowed).await?;
-        let state = match (state, create) {
-            (Some(state), _) => state,
-            (None, true) => LoadedState {
-                doc: Document::new(),
-                next_seq: 1,
-                first_unsnapshotted_seq: 1,
-                snapshot_bytes: 0,
-                log_bytes: 0,
-                updated_at_ms: chrono::Utc::now().timestamp_millis(),
-                tombstone_ms,
-                snapshot_if_whole: None,
-                deferred_state_vector: None,
+        let stored = load::load(&self.inner.store, name, Warmth::ColdIfSnapshot).await?;
+        let loaded = match (stored.doc, if_absent) {
+            (Some(loaded), _) => loaded,
+            (None, IfAbsent::Create) => Loaded {
+                content: Content::warm(Document::new(), None),
+                position: LogPosition::new_document(chrono::Utc::now().timestamp_millis()),
             },
-            (None, false) => return Err(OpenError::NotFound),
+            (None, IfAbsent::NotFound) => return Err(OpenError::NotFound),
         };
-        let mut docs = self.docs();
-        if let Some(handle) = docs.get(name) {
-            // Someone loaded it while we did; theirs wins.
-            return Ok(handle.clone());
-        }
-        let (tx, rx) = mailbox(COMMAND_QUEUE);
         let stats = Arc::new(DocStats::default());
         stats
             .updated_at_ms
-            .store(state.updated_at_ms, Ordering::Relaxed);
+            .store(loaded.position.updated_at_ms(), Ordering::Relaxed);
         stats
             .bytes
-            .store(state.snapshot_bytes + state.log_bytes, Ordering::Relaxed);
+            .store(loaded.position.bytes(), Ordering::Relaxed);
         let actor_id = self.inner.next_actor_id.fetch_add(1, Ordering::Relaxed);
-        let handle = DocHandle {
-            tx,
-            stats: stats.clone(),
-            actor_id,
+        let (tx, rx) = mailbox(COMMAND_QUEUE);
+        let inserted = self
+            .inner
+            .directory
+            .insert_unless_present(name, || DocHandle::new(tx, stats.clone(), actor_id));
+        let handle = match inserted {
+            Ok(handle) => handle,
+            // Someone loaded it while we did; theirs wins.
+            Err(theirs) => return Ok(theirs),
         };
-        docs.insert(name.clone(), handle.clone());
-        drop(docs);
         // Boxed, and moved as a box: each layer of the task's future would
         // otherwise keep its own copy of the actor's fields.
         let actor = Box::new(DocActor::new(
             name.clone(),
             actor_id,
-            state,
-            self.inner.store.clone(),
-            self.clone(),
+            loaded,
+            stored.tombstone_ms,
             stats,
-            self.inner.settings.clone(),
-            self.inner.shutdown.clone(),
-            self.inner.cluster.get().cloned(),
+            ActorEnv {
+                store: self.inner.store.clone(),
+                directory: self.inner.directory.clone(),
+                settings: self.inner.settings.clone(),
+                shutdown: self.inner.shutdown.clone(),
+                cluster: self.inner.cluster.get().cloned(),
+            },
         ));
         crate::metrics::document_loaded();
         self.inner.tracker.spawn(async move {
@@ -267,7 +188,7 @@ impl Registry {
     pub async fn with_doc<T, F, Fut>(
         &self,
         name: &DocName,
-        create: bool,
+        if_absent: IfAbsent,
         f: F,
     ) -> Result<T, OpenError>
     where
@@ -275,7 +196,7 @@ impl Registry {
         Fut: std::future::Future<Output = Result<T, Gone>>,
     {
         for _ in 0..3 {
-            let handle = self.open(name, create).await?;
+            let handle = self.open(name, if_absent).await?;
             match f(handle).await {
                 Ok(value) => return Ok(value),
                 Err(Gone) => tokio::task::yield_now().await,
@@ -285,34 +206,27 @@ impl Registry {
         Err(OpenError::NotFound)
     }
 
-    /// Called by an idle actor: removes it unless a command is waiting.
-    pub(super) fn remove_if_idle(
-        &self,
-        name: &DocName,
-        actor_id: u64,
-        rx: &MailboxReceiver,
-    ) -> bool {
-        let mut docs = self.docs();
-        let ours = docs.get(name).is_some_and(|h| h.actor_id == actor_id);
-        if ours && rx.is_empty() {
-            docs.remove(name);
-            true
-        } else {
-            false
-        }
-    }
-
-    pub(super) fn remove_actor(&self, name: &DocName, actor_id: u64) {
-        let mut docs = self.docs();
-        if docs.get(name).is_some_and(|h| h.actor_id == actor_id) {
-            docs.remove(name);
-        }
-    }
-
     /// Deletes a document everywhere; false if it did not exist.
     pub async fn delete(&self, name: &DocName) -> Result<bool, OpenError> {
-        self.delete_with(name, true).await
+        for _ in 0..3 {
+            let handle = match self.open(name, IfAbsent::NotFound).await {
+                Ok(handle) => handle,
+                Err(OpenError::NotFound) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let deleted = handle
+                .request(|reply| DocCommand::Delete {
+                    origin: DeleteOrigin::Here,
+                    reply,
+                })
+                .await;
+            if deleted.is_ok() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
+
     /// Another node deleted this document at `at_ms` and it is not loaded
     /// here: drop the stored copy unless it changed since, and keep the tombstone.
     pub async fn delete_stored_if_older(
@@ -330,76 +244,4 @@ impl Registry {
     pub async fn tombstone(&self, name: &DocName) -> Result<Option<i64>, OpenError> {
         Ok(self.inner.store.tombstone(name.clone()).await?)
     }
-
-    async fn delete_with(&self, name: &DocName, propagate: bool) -> Result<bool, OpenError> {
-        for _ in 0..3 {
-            let handle = match self.open(name, false).await {
-                Ok(handle) => handle,
-                Err(OpenError::NotFound) => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            let deleted = handle
-                .request(|reply| DocCommand::Delete { propagate, reply })
-                .await;
-            if deleted.is_ok() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-}
-
-/// Whether [`load_state`] may leave a lone snapshot unintegrated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Defer {
-    /// When the stored state is one snapshot with its state vector (see `cold.rs`).
-    Allowed,
-    Never,
-}
-
-/// Reads a document's snapshot and log (`None` if nothing is stored), and
-/// its tombstone.
-pub(super) async fn load_state(
-    store: &Store,
-    name: &DocName,
-    defer: Defer,
-) -> Result<(Option<LoadedState>, Option<i64>), OpenError> {
-    let stored = store.load(name.clone()).await?;
-    let tombstone_ms = stored.tombstone_ms;
-    let Some(meta) = stored.meta else {
-        return Ok((None, tombstone_ms));
-    };
-    let log_bytes = stored.log.iter().map(|(_, u)| u.len() as u64).sum();
-    let snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
-    let last_logged = stored.log.last().map_or(0, |(seq, _)| *seq);
-    let first_logged = stored.log.first().map(|(seq, _)| *seq);
-    let next_seq = meta.last_seq.max(last_logged) + 1;
-    let lone_snapshot = stored.log.is_empty() && stored.snapshot.is_some();
-    let deferred_state_vector = stored
-        .snapshot_state_vector
-        .filter(|_| lone_snapshot && defer == Defer::Allowed);
-    let doc = if deferred_state_vector.is_some() {
-        Document::new()
-    } else {
-        Document::load_stored(
-            stored.snapshot.as_deref(),
-            stored.log.iter().map(|(_, u)| u.as_slice()),
-            ValidationLimits::default(),
-        )?
-    };
-    let snapshot_if_whole = if lone_snapshot { stored.snapshot } else { None };
-    Ok((
-        Some(LoadedState {
-            snapshot_if_whole,
-            deferred_state_vector,
-            doc,
-            next_seq,
-            first_unsnapshotted_seq: first_logged.unwrap_or(next_seq),
-            snapshot_bytes,
-            log_bytes,
-            updated_at_ms: meta.updated_at_ms,
-            tombstone_ms,
-        }),
-        tombstone_ms,
-    ))
 }

@@ -11,8 +11,8 @@
 
 use super::Peer;
 use crate::doc::{
-    CloseReason, ConnId, DocCommand, DocHandle, Gone, Offer, Outbound, OutboundReceiver, Permit,
-    Received,
+    CloseReason, ConnId, DocCommand, DocHandle, Gone, IfAbsent, Offer, Outbound, OutboundReceiver,
+    Permit, Received,
 };
 use crate::limits::{ConnectionLimits, RateExceeded};
 use crate::names::DocName;
@@ -108,7 +108,7 @@ async fn serve(socket: Box<WebSocket>, setup: Box<Setup>) {
 async fn join(app: &AppState, name: &DocName, id: ConnId, outbound: Outbound) -> Option<DocHandle> {
     let joined = app
         .registry
-        .with_doc(name, true, |handle| {
+        .with_doc(name, IfAbsent::Create, |handle| {
             let outbound = outbound.clone();
             async move {
                 handle

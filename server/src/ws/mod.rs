@@ -14,6 +14,7 @@ pub struct Peer {
     pub addr: SocketAddr,
 }
 
+use crate::doc::IfAbsent;
 use crate::error::AppError;
 use crate::names::DocName;
 use crate::state::AppState;
@@ -56,7 +57,7 @@ pub async fn upgrade(
         .try_acquire_owned()
         .map_err(|_| AppError::Unavailable("too many connections".into()))?;
     // Load (or create) it before upgrading, so that failing to is an HTTP status.
-    app.registry.open(&name, true).await?;
+    app.registry.open(&name, IfAbsent::Create).await?;
     let id = app.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let max = app.config.max_message_bytes;
     let tracker = app.tracker.clone();

@@ -1,0 +1,46 @@
+//! What every document actor is configured with, taken from [`Config`] in
+//! one place.
+
+use crate::config::Config;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub(super) struct ActorSettings {
+    /// Zero: every update is on disk before it is relayed.
+    pub(super) flush_interval: Duration,
+    pub(super) idle_unload: Duration,
+    pub(super) compact_log_bytes: u64,
+    pub(super) max_doc_bytes: u64,
+    pub(super) max_outbound_bytes: usize,
+    pub(super) broadcast_window: Duration,
+}
+
+/// How an actor logs an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// On disk (fsynced) before the update is relayed.
+    BeforeRelay,
+    /// Written in the next group commit, within the flush interval.
+    GroupCommit,
+}
+
+impl ActorSettings {
+    pub(super) fn from_config(config: &Config) -> Self {
+        ActorSettings {
+            flush_interval: config.flush_interval(),
+            idle_unload: config.idle_unload(),
+            compact_log_bytes: config.compact_log_bytes,
+            max_doc_bytes: config.max_doc_bytes,
+            max_outbound_bytes: config.max_outbound_bytes,
+            broadcast_window: config.broadcast_window(),
+        }
+    }
+
+    pub(super) fn durability(&self) -> Durability {
+        if self.flush_interval.is_zero() {
+            Durability::BeforeRelay
+        } else {
+            Durability::GroupCommit
+        }
+    }
+}
