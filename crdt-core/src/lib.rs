@@ -3,15 +3,15 @@
 //! Everything here is pure computation over bytes: the y-websocket protocol
 //! codecs ([`protocol`], [`awareness`], [`state_vector`]), a document that
 //! accepts untrusted updates ([`Document`], guarded by [`validate`] and a
-//! bound on how deeply shared types nest), exports ([`export`]) and log
-//! compaction ([`compaction`]). `docs/fuzzing.md` says what each guard stops.
+//! bound on how deeply shared types nest), exports ([`export`]) and the
+//! node-to-node messages of a cluster ([`cluster`]). `docs/fuzzing.md` says
+//! what each guard stops.
 //!
 //! **Architecture invariant:** this crate never depends on tokio, axum, sled or
 //! redis, and never does I/O.
 
 pub mod awareness;
 pub mod cluster;
-pub mod compaction;
 pub mod document;
 pub mod export;
 mod nesting;
