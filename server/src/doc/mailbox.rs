@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use tokio::sync::Semaphore;
 
-pub fn mailbox(capacity: usize) -> (MailboxSender, MailboxReceiver) {
+pub(super) fn mailbox(capacity: usize) -> (MailboxSender, MailboxReceiver) {
     let shared = Arc::new(Shared {
         room: Semaphore::new(capacity.max(1)),
         state: Mutex::new(State {
@@ -30,11 +30,11 @@ pub fn mailbox(capacity: usize) -> (MailboxSender, MailboxReceiver) {
     )
 }
 
-pub struct MailboxSender {
+pub(super) struct MailboxSender {
     shared: Arc<Shared>,
 }
 
-pub struct MailboxReceiver {
+pub(super) struct MailboxReceiver {
     shared: Arc<Shared>,
 }
 
@@ -85,14 +85,14 @@ impl Shared {
 
 impl MailboxSender {
     /// Waits for room, then queues; fails once the actor has stopped.
-    pub async fn send(&self, command: DocCommand) -> Result<(), Gone> {
+    pub(super) async fn send(&self, command: DocCommand) -> Result<(), Gone> {
         let slot = self.shared.room.acquire().await.map_err(|_| Gone)?;
         slot.forget();
         self.shared.push(command)
     }
 
     /// Queues if there is room now; a full queue hands the command back.
-    pub fn offer(&self, command: DocCommand) -> Result<(), Offer> {
+    pub(super) fn offer(&self, command: DocCommand) -> Result<(), Offer> {
         match self.shared.room.try_acquire() {
             Ok(slot) => {
                 slot.forget();
@@ -105,7 +105,7 @@ impl MailboxSender {
 
     /// Resolves with room for one command; owns what it needs, so it can be
     /// stored and polled by the caller.
-    pub fn reserve(&self) -> impl Future<Output = Result<Permit, Gone>> + Send + 'static {
+    pub(super) fn reserve(&self) -> impl Future<Output = Result<Permit, Gone>> + Send + 'static {
         let shared = self.shared.clone();
         async move {
             shared.room.acquire().await.map_err(|_| Gone)?.forget();
@@ -151,7 +151,7 @@ impl Drop for MailboxSender {
 
 impl MailboxReceiver {
     /// The next command; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<DocCommand> {
+    pub(super) async fn recv(&mut self) -> Option<DocCommand> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
@@ -167,7 +167,7 @@ impl MailboxReceiver {
         Poll::Pending
     }
 
-    pub fn try_recv(&mut self) -> Option<DocCommand> {
+    pub(super) fn try_recv(&mut self) -> Option<DocCommand> {
         let mut state = self.shared.lock();
         self.pop(&mut state)
     }
@@ -181,12 +181,12 @@ impl MailboxReceiver {
         Some(command)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.shared.lock().queue.is_empty()
     }
 
     /// Refuses every later command; those already queued stay receivable.
-    pub fn close(&mut self) {
+    pub(super) fn close(&mut self) {
         self.shared.room.close();
     }
 }

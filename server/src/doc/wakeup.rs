@@ -11,20 +11,20 @@ pub(super) struct Wakeup {
 
 impl Wakeup {
     /// For a queue created with one sender.
-    pub fn one_sender() -> Self {
+    pub(super) fn one_sender() -> Self {
         Wakeup {
             senders: 1,
             waker: None,
         }
     }
 
-    pub fn add_sender(&mut self) {
+    pub(super) fn add_sender(&mut self) {
         self.senders += 1;
     }
 
     /// The receiver to wake if that was the last sender.
     #[must_use]
-    pub fn remove_sender(&mut self) -> Option<Waker> {
+    pub(super) fn remove_sender(&mut self) -> Option<Waker> {
         self.senders -= 1;
         if self.senders > 0 {
             return None;
@@ -32,12 +32,12 @@ impl Wakeup {
         self.waker.take()
     }
 
-    pub fn no_senders(&self) -> bool {
+    pub(super) fn no_senders(&self) -> bool {
         self.senders == 0
     }
 
     /// Remembers the receiving task, to be woken by the next change.
-    pub fn register(&mut self, cx: &Context<'_>) {
+    pub(super) fn register(&mut self, cx: &Context<'_>) {
         match &self.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             _ => self.waker = Some(cx.waker().clone()),
@@ -46,7 +46,7 @@ impl Wakeup {
 
     /// The receiver to wake after a change.
     #[must_use]
-    pub fn take(&mut self) -> Option<Waker> {
+    pub(super) fn take(&mut self) -> Option<Waker> {
         self.waker.take()
     }
 }
