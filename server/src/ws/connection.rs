@@ -49,7 +49,10 @@ impl Setup {
 /// The connection's whole life, as one boxed future: idle connections are
 /// what a node holds most of, so every byte of this future counts. The
 /// socket is boxed too, so that no layer of the future keeps a copy of it.
-pub(super) fn run(socket: WebSocket, setup: Box<Setup>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+pub(super) fn run(
+    socket: WebSocket,
+    setup: Box<Setup>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     let span = tracing::info_span!(
         "conn",
         conn = setup.id,

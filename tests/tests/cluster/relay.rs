@@ -3,7 +3,10 @@
 use crate::support::{client, connect, text_of, type_words, wait_words, Cluster, Rest, ROOT, WAIT};
 use crate::trace::{load_txns, replay, utf16_doc};
 use anyhow::{ensure, Context, Result};
-use quire_client::Client;
+use crdt_core::awareness::{AwarenessEntry, AwarenessUpdate};
+use crdt_core::protocol::encode_awareness;
+use crdt_core::Message;
+use quire_client::{Client, RawFrame, RawSocket};
 use serde_json::json;
 use std::time::Duration;
 
@@ -165,4 +168,43 @@ async fn a_client_joining_on_another_node_sees_the_presence_already_there() -> R
     let bobs = json!({"user": "bob"});
     bob.set_awareness(bobs.clone()).await?;
     wait_presence(&alice, bob.client_id(), &bobs).await
+}
+
+/// A lone editor stays connected only through the echo of its own presence
+/// (y-websocket providers reconnect after 30 s of silence): every node
+/// echoes it, whichever node the editor is on.
+#[tokio::test]
+async fn every_node_echoes_a_clients_presence_to_that_client() -> Result<()> {
+    const DOC: &str = "relay/echo";
+    let cluster = Cluster::start(2).await?;
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let mut raw = RawSocket::connect(&node.ws_url(DOC)).await?;
+        // Let the opening messages go by.
+        while raw.recv(Duration::from_millis(300)).await.is_ok() {}
+        let client = 100 + index as u64;
+        let update = AwarenessUpdate {
+            entries: vec![AwarenessEntry {
+                client,
+                clock: 1,
+                state: Some(r#"{"user":"alone"}"#.to_owned()),
+            }],
+        };
+        raw.send_binary(encode_awareness(&update.encode())).await?;
+        let echoed = loop {
+            match raw
+                .recv(WAIT)
+                .await
+                .with_context(|| format!("no echo on node {index}"))?
+            {
+                RawFrame::Binary(bytes) => {
+                    if let Message::Awareness(echo) = Message::decode(&bytes)? {
+                        break AwarenessUpdate::decode(echo)?;
+                    }
+                }
+                other => anyhow::bail!("expected the echo on node {index}, got {other:?}"),
+            }
+        };
+        assert_eq!(echoed, update, "echo on node {index}");
+    }
+    Ok(())
 }
