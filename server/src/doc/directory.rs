@@ -55,10 +55,6 @@ impl Directory {
             .collect()
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.docs().len()
-    }
-
     /// Removes this actor's entry (not a newer actor's of the same name).
     pub(super) fn remove(&self, name: &DocName, actor_id: u64) {
         let mut docs = self.docs();

@@ -93,10 +93,6 @@ impl Registry {
         self.inner.directory.stats()
     }
 
-    pub fn loaded_count(&self) -> usize {
-        self.inner.directory.len()
-    }
-
     /// Returns the running actor, loading the document from storage first if
     /// needed.
     pub async fn open(&self, name: &DocName, if_absent: IfAbsent) -> Result<DocHandle, OpenError> {

@@ -6,11 +6,10 @@ use super::{
     CloseReason, DeleteOrigin, DocCommand, DocHandle, IfAbsent, Outbound, OutboundReceiver,
     Received, Registry,
 };
-use crate::config::Cli;
+use crate::config::Config;
 use crate::names::DocName;
 use crate::store::{Store, StoreOptions};
 use bytes::Bytes;
-use clap::Parser;
 use crdt_core::awareness::AwarenessEntry;
 use crdt_core::protocol::encode_sync_step2;
 use crdt_core::yrs::updates::decoder::Decode;
@@ -38,8 +37,7 @@ impl Server {
     }
 
     fn start_in(dir: tempfile::TempDir) -> Server {
-        let data_dir = dir.path().to_str().expect("utf-8 temp dir").to_owned();
-        let config = Cli::parse_from(["quire", "--data-dir", &data_dir]).into_config();
+        let config = Config::for_data_dir(dir.path());
         let (store, storage_thread) = Store::open(
             &config.data_dir,
             StoreOptions {
