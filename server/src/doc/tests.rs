@@ -385,3 +385,85 @@ async fn a_deleted_document_closes_its_connections_and_is_gone() {
     ));
     server.stop().await;
 }
+
+/// Each part of the actor owns its state and is used by the parts above it;
+/// none reaches back. A cycle here is how rules end up living as
+/// conventions across files.
+#[test]
+fn the_modules_of_doc_import_each_other_without_a_cycle() {
+    const MODULES: &[(&str, &str)] = &[
+        ("actor", include_str!("actor.rs")),
+        ("close", include_str!("close.rs")),
+        ("command", include_str!("command.rs")),
+        ("conns", include_str!("conns.rs")),
+        ("content", include_str!("content.rs")),
+        ("directory", include_str!("directory.rs")),
+        ("handle", include_str!("handle.rs")),
+        ("heal", include_str!("heal.rs")),
+        ("load", include_str!("load.rs")),
+        ("log", include_str!("log.rs")),
+        ("mailbox", include_str!("mailbox.rs")),
+        ("outbound", include_str!("outbound.rs")),
+        ("peers", include_str!("peers.rs")),
+        ("registry", include_str!("registry.rs")),
+        ("settings", include_str!("settings.rs")),
+        ("wakeup", include_str!("wakeup.rs")),
+    ];
+    let names: Vec<&str> = MODULES.iter().map(|(name, _)| *name).collect();
+    // What each module's own code (not its tests) names through `super::`.
+    let imports: Vec<Vec<usize>> = MODULES
+        .iter()
+        .map(|(_, source)| {
+            let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+            let mut used: Vec<usize> = code
+                .split("super::")
+                .skip(1)
+                .filter_map(|rest| {
+                    let word: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    names.iter().position(|name| *name == word)
+                })
+                .collect();
+            used.sort_unstable();
+            used.dedup();
+            used
+        })
+        .collect();
+    assert!(
+        imports[names.iter().position(|n| *n == "conns").unwrap_or(0)]
+            .contains(&names.iter().position(|n| *n == "outbound").unwrap_or(0)),
+        "the scan finds imports"
+    );
+    // Depth-first search; a module met again while on the path closes a cycle.
+    fn visit(
+        at: usize,
+        imports: &[Vec<usize>],
+        path: &mut Vec<usize>,
+        done: &mut [bool],
+        names: &[&str],
+    ) {
+        if done[at] {
+            return;
+        }
+        if let Some(start) = path.iter().position(|m| *m == at) {
+            let cycle: Vec<&str> = path[start..]
+                .iter()
+                .chain([&at])
+                .map(|m| names[*m])
+                .collect();
+            panic!("import cycle: {}", cycle.join(" -> "));
+        }
+        path.push(at);
+        for &next in &imports[at] {
+            visit(next, imports, path, done, names);
+        }
+        path.pop();
+        done[at] = true;
+    }
+    let mut done = vec![false; MODULES.len()];
+    for module in 0..MODULES.len() {
+        visit(module, &imports, &mut Vec::new(), &mut done, &names);
+    }
+}
