@@ -13,16 +13,32 @@ use crate::wire::{Reader, WireError, Writer};
 use std::collections::HashMap;
 use thiserror::Error;
 
+/// Why bytes are not an awareness update the server will relay.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum AwarenessError {
+    /// The lib0 encoding is malformed.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// More entries than the remaining bytes could hold (three bytes at
+    /// least each); refused before allocating for them.
     #[error("declares {declared} entries but only {remaining} bytes remain")]
-    TooManyEntries { declared: u64, remaining: usize },
+    TooManyEntries {
+        /// Entries the update declares.
+        declared: u64,
+        /// Bytes left after the count.
+        remaining: usize,
+    },
+    /// A client id beyond the 53 bits of a JavaScript safe integer.
     #[error("client id {0} exceeds 53 bits")]
     ClientIdTooLarge(u64),
+    /// A state that is not JSON, or nests past serde_json's recursion limit.
     #[error("state of client {client} is not valid JSON: {message}")]
-    InvalidJson { client: u64, message: String },
+    InvalidJson {
+        /// The client whose state it is.
+        client: u64,
+        /// serde_json's error.
+        message: String,
+    },
 }
 
 impl AwarenessError {
@@ -37,16 +53,21 @@ impl AwarenessError {
     }
 }
 
+/// One client's entry in an awareness update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwarenessEntry {
+    /// Yjs client id, at most 53 bits.
     pub client: u64,
+    /// Bumped by the client on every change: the newest entry wins.
     pub clock: u32,
     /// The JSON text of the state; `None` when the client left (`null`).
     pub state: Option<String>,
 }
 
+/// An awareness update as y-protocols encodes it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AwarenessUpdate {
+    /// In wire order; a client may appear more than once.
     pub entries: Vec<AwarenessEntry>,
 }
 
@@ -87,6 +108,8 @@ impl AwarenessUpdate {
         Ok(AwarenessUpdate { entries })
     }
 
+    /// y-protocols' `encodeAwarenessUpdate` layout; a removed state is
+    /// written as `null`.
     pub fn encode(&self) -> Vec<u8> {
         let size: usize = self
             .entries
@@ -103,6 +126,7 @@ impl AwarenessUpdate {
         w.into_inner()
     }
 
+    /// Whether it has no entries, and so is not worth sending.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -117,25 +141,33 @@ struct ClientMeta {
 /// What applying an update changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AwarenessChange {
+    /// Clients that had no state and now have one.
     pub added: Vec<u64>,
+    /// Clients whose state was replaced.
     pub updated: Vec<u64>,
+    /// Clients whose state became `null`.
     pub removed: Vec<u64>,
     /// The entries that took effect, re-encoded for relaying; stale ones are left out.
     pub effective: AwarenessUpdate,
 }
 
 impl AwarenessChange {
+    /// Whether nothing took effect, so there is nothing to relay.
     pub fn is_empty(&self) -> bool {
         self.effective.is_empty()
     }
 }
 
+/// The awareness states of one document's clients, and the clocks of
+/// those that left.
 #[derive(Debug, Default)]
 pub struct AwarenessTable {
     clients: HashMap<u64, ClientMeta>,
 }
 
 impl AwarenessTable {
+    /// Applies the entries that take effect under y-protocols' clock rules
+    /// (see the module doc); stale ones are skipped.
     pub fn apply(&mut self, update: AwarenessUpdate) -> AwarenessChange {
         let mut change = AwarenessChange::default();
         for entry in update.entries {
@@ -220,15 +252,6 @@ impl AwarenessTable {
         entries.dedup_by_key(|e| e.client);
         AwarenessUpdate { entries }
     }
-
-    /// Number of clients with a present state.
-    pub fn present(&self) -> usize {
-        self.clients.values().filter(|m| m.state.is_some()).count()
-    }
-
-    pub fn state(&self, client: u64) -> Option<&str> {
-        self.clients.get(&client).and_then(|m| m.state.as_deref())
-    }
 }
 
 #[cfg(test)]
@@ -307,7 +330,7 @@ mod tests {
             assert_eq!(change.updated, updated, "step {i}");
             assert_eq!(change.removed, removed, "step {i}");
         }
-        assert_eq!(table.present(), 0);
+        assert!(table.snapshot().is_empty());
     }
 
     #[test]

@@ -28,21 +28,34 @@ use crate::wire::{Reader, WireError, Writer};
 use thiserror::Error;
 use yrs::StateVector;
 
+/// Format version, the first byte; messages of any other version are
+/// refused.
 pub const VERSION: u8 = 1;
+/// Kind byte of [`Body::Update`].
 pub const KIND_UPDATE: u8 = 0;
+/// Kind byte of [`Body::Awareness`].
 pub const KIND_AWARENESS: u8 = 1;
+/// Kind byte of [`Body::SyncRequest`].
 pub const KIND_SYNC_REQUEST: u8 = 2;
+/// Kind byte of [`Body::SyncReply`].
 pub const KIND_SYNC_REPLY: u8 = 3;
+/// Kind byte of [`Body::Deleted`].
 pub const KIND_DELETED: u8 = 4;
 
+/// Why bytes from pub/sub are not a cluster message.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ClusterError {
+    /// The lib0 encoding is malformed.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// Sent by a node that speaks another [`VERSION`].
     #[error("unsupported cluster message version {0}")]
     Version(u8),
+    /// A kind byte this node does not know.
     #[error("unknown cluster message kind {0}")]
     Kind(u8),
+    /// The state vector of a sync request or reply is malformed; the text
+    /// says how.
     #[error("invalid state vector: {0}")]
     StateVector(String),
 }
@@ -50,34 +63,57 @@ pub enum ClusterError {
 /// A node's state of one document, for healing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerState {
+    /// Clocks of every client this copy holds.
     pub state_vector: StateVector,
+    /// [`delete_set_digest`] of this copy's deletions, which the state
+    /// vector does not show.
     pub delete_set_digest: u64,
     /// When this copy last changed (Unix millis), to compare with tombstones.
     pub updated_at_ms: u64,
 }
 
+/// What a cluster message says about its document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
+    /// A v1 update the origin applied, for peers to apply.
     Update(Vec<u8>),
+    /// An encoded awareness update the origin accepted, for peers' clients.
     Awareness(Vec<u8>),
+    /// The origin's state; a peer that holds more or less answers with a
+    /// [`Body::SyncReply`].
     SyncRequest {
+        /// The requester's state.
         state: PeerState,
+        /// Whether peers should also publish their own clients' awareness
+        /// states (the requester just arrived).
         want_awareness: bool,
     },
+    /// An answer addressed to one node.
     SyncReply {
+        /// Node id of the requester; other nodes ignore the reply.
         target: String,
+        /// V1 diff of what the target lacks; empty when it lacks nothing.
         update: Vec<u8>,
+        /// The replier's state, so the target sends back what the replier
+        /// lacks; `None` on that last leg, which needs no answer.
         state: Option<PeerState>,
     },
+    /// The document was deleted: copies last changed before `at_ms` are
+    /// stale.
     Deleted {
+        /// When it was deleted, Unix millis.
         at_ms: u64,
     },
 }
 
+/// One message on pub/sub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterMessage {
+    /// Node id of the sender, which ignores its own messages.
     pub origin: String,
+    /// Name of the document it is about.
     pub doc: String,
+    /// The kind of message, with its payload.
     pub body: Body,
 }
 
@@ -101,6 +137,7 @@ fn read_state(r: &mut Reader<'_>) -> Result<PeerState, ClusterError> {
 }
 
 impl ClusterMessage {
+    /// Encodes with the layout in the module doc.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(64);
         let kind = match &self.body {
@@ -143,6 +180,7 @@ impl ClusterMessage {
         out
     }
 
+    /// Decodes one message; trailing bytes are an error.
     pub fn decode(bytes: &[u8]) -> Result<Self, ClusterError> {
         let mut r = Reader::new(bytes);
         let version = r.read_u8("version")?;

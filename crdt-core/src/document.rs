@@ -32,6 +32,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
+/// Why an update was not applied, or why a document cannot be trusted.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DocumentError {
     /// The update is malformed or over a limit; nothing was applied.
@@ -40,7 +41,15 @@ pub enum DocumentError {
     /// The update would nest shared types deeper than allowed; nothing was
     /// applied.
     #[error("update nests shared types {depth} deep, more than {max}")]
-    TypesTooDeep { depth: usize, max: usize },
+    TypesTooDeep {
+        /// Depth the update's types would reach: the chain they form on
+        /// their own, or an upper bound counted from the root.
+        depth: usize,
+        /// The `max_type_depth` in force, capped at [`DEPTH_CEILING`].
+        max: usize,
+    },
+    /// yrs's decoder refused, or panicked on, bytes the validator accepted;
+    /// nothing was applied.
     #[error("update does not decode: {0}")]
     Decode(String),
     /// yrs refused the update before changing anything.
@@ -58,7 +67,14 @@ pub enum DocumentError {
     /// given to yrs: it would integrate them behind a gap, a state in which
     /// a later overlapping update makes it read freed memory.
     #[error("update holds clock {clock} of client {client} but the document ends at {have}")]
-    OutOfOrder { client: u64, clock: u32, have: u32 },
+    OutOfOrder {
+        /// The client whose earlier clocks are missing.
+        client: u64,
+        /// Where the update starts (or resumes, after a skip) for it.
+        clock: u32,
+        /// The next clock of that client the document expects.
+        have: u32,
+    },
     /// The document does not encode into an update that loads back to the
     /// same state. The owner must not persist it and should reload it.
     #[error("document does not round-trip: {0}")]
@@ -80,6 +96,8 @@ impl DocumentError {
     }
 }
 
+/// A yrs document fed untrusted updates, behind the guards of the module
+/// doc.
 pub struct Document {
     doc: Doc,
     /// Applied to every update given to [`Document::apply_update_v1`].
@@ -173,6 +191,7 @@ fn decode_validated(bytes: &[u8]) -> Result<Update, DocumentError> {
 }
 
 impl Document {
+    /// An empty document with the limits for updates from clients.
     pub fn new() -> Self {
         Self::with_limits(ValidationLimits::default())
     }
@@ -194,14 +213,6 @@ impl Document {
             held: Vec::new(),
             held_bytes: 0,
         }
-    }
-
-    pub fn limits(&self) -> &ValidationLimits {
-        &self.limits
-    }
-
-    pub fn set_limits(&mut self, limits: ValidationLimits) {
-        self.limits = limits;
     }
 
     /// Rebuilds a document from a snapshot and the updates logged after it,
@@ -506,6 +517,8 @@ impl Document {
             .map_err(|e| DocumentError::Roundtrip(e.to_string()))
     }
 
+    /// The next clock expected of each client: what is integrated, not
+    /// what waits (held updates, yrs's pending structs).
     pub fn state_vector(&self) -> StateVector {
         self.doc.transact().state_vector()
     }

@@ -16,13 +16,21 @@ use yrs::{
 /// The shape of a root as inferred from its content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootKind {
+    /// `Y.Text`: text in its sequence, no map entries.
     Text,
+    /// `Y.Map`: map entries without text, or no content at all.
     Map,
+    /// `Y.Array`: a sequence without text, not made of XML nodes only,
+    /// and no map entries.
     Array,
+    /// `Y.XmlFragment`: a sequence of XML nodes only, no map entries.
     XmlFragment,
+    /// `Y.XmlText`: text and map entries (its attributes).
     XmlText,
 }
 
+/// Every root as one JSON object keyed by root name (see
+/// [`crate::Document::to_json`]).
 pub fn roots_to_json<T: ReadTxn>(txn: &T) -> Value {
     let mut roots: Vec<(String, Out)> = txn
         .root_refs()
@@ -36,6 +44,8 @@ pub fn roots_to_json<T: ReadTxn>(txn: &T) -> Value {
     Value::Object(object)
 }
 
+/// Plain text of root `name`: text as is, XML as its XML string, a map
+/// or an array as its JSON; `None` without such a root.
 pub fn root_text<T: ReadTxn>(txn: &T, name: &str) -> Option<String> {
     let (_, out) = txn.root_refs().find(|(root, _)| *root == name)?;
     Some(match out {

@@ -10,6 +10,8 @@
 //! **Architecture invariant:** this crate never depends on tokio, axum, sled or
 //! redis, and never does I/O.
 
+#![warn(missing_docs)]
+
 pub mod awareness;
 pub mod cluster;
 pub mod document;

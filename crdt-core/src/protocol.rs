@@ -18,37 +18,59 @@ use crate::wire::{Reader, WireError, Writer};
 use thiserror::Error;
 use yrs::StateVector;
 
+/// Frame type of sync messages (step 1, step 2, update).
 pub const MSG_SYNC: u64 = 0;
+/// Frame type of an awareness update.
 pub const MSG_AWARENESS: u64 = 1;
+/// Frame type of auth messages; y-websocket defines only permission denied.
 pub const MSG_AUTH: u64 = 2;
+/// Frame type asking for every awareness state; it has no body.
 pub const MSG_QUERY_AWARENESS: u64 = 3;
 
+/// Sync subtype: the sender's state vector, asking for what it lacks.
 pub const SYNC_STEP_1: u64 = 0;
+/// Sync subtype: the answer to step 1, a v1 update of what the asker lacks.
 pub const SYNC_STEP_2: u64 = 1;
+/// Sync subtype: an incremental v1 update.
 pub const SYNC_UPDATE: u64 = 2;
 
+/// Auth subtype: access refused, with a reason.
 pub const AUTH_PERMISSION_DENIED: u64 = 0;
 
+/// One decoded frame. Payloads borrow from it and are neither decoded nor
+/// validated here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message<'a> {
+    /// The sender's state vector; the answer is a step 2 with what it lacks.
     SyncStep1(StateVector),
+    /// A v1 update answering a step 1.
     SyncStep2(&'a [u8]),
+    /// An incremental v1 update.
     Update(&'a [u8]),
+    /// An awareness update (see [`crate::awareness`]).
     Awareness(&'a [u8]),
+    /// Permission denied, with its reason. Only servers send it.
     AuthDenied(&'a str),
+    /// A request for every present awareness state.
     QueryAwareness,
 }
 
+/// Why a frame is not a y-websocket message.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ProtocolError {
+    /// The frame's lib0 encoding is malformed.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The state vector of a sync step 1 is malformed.
     #[error("invalid state vector: {0}")]
     StateVector(#[from] StateVectorError),
+    /// A frame type other than 0 to 3: a feature this server lacks.
     #[error("unknown message type {0}")]
     UnknownMessageType(u64),
+    /// A sync message whose subtype is not 0 to 2.
     #[error("unknown sync message type {0}")]
     UnknownSyncType(u64),
+    /// An auth message other than permission denied (0).
     #[error("unknown auth message type {0}")]
     UnknownAuthType(u64),
 }
@@ -77,6 +99,7 @@ impl ProtocolError {
 }
 
 impl<'a> Message<'a> {
+    /// Decodes a whole frame, which must hold exactly one message.
     pub fn decode(frame: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut r = Reader::new(frame);
         let message = match r.read_var_u64("message type")? {
@@ -101,6 +124,7 @@ impl<'a> Message<'a> {
         Ok(message)
     }
 
+    /// The frame for this message; [`Message::decode`] reads it back.
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Message::SyncStep1(sv) => {
@@ -128,14 +152,17 @@ pub fn encode_sync_step1(state_vector_v1: &[u8]) -> Vec<u8> {
     encode_sync(SYNC_STEP_1, state_vector_v1)
 }
 
+/// Sync step 2 frame carrying an already encoded v1 update.
 pub fn encode_sync_step2(update_v1: &[u8]) -> Vec<u8> {
     encode_sync(SYNC_STEP_2, update_v1)
 }
 
+/// Sync update frame carrying an already encoded v1 update.
 pub fn encode_update(update_v1: &[u8]) -> Vec<u8> {
     encode_sync(SYNC_UPDATE, update_v1)
 }
 
+/// Awareness frame carrying an already encoded awareness update.
 pub fn encode_awareness(awareness_update: &[u8]) -> Vec<u8> {
     let mut w = Writer::with_capacity(awareness_update.len() + 6);
     w.write_var_u64(MSG_AWARENESS);
@@ -143,6 +170,8 @@ pub fn encode_awareness(awareness_update: &[u8]) -> Vec<u8> {
     w.into_inner()
 }
 
+/// Permission-denied frame; y-websocket clients log `reason` and stay
+/// connected.
 pub fn encode_auth_denied(reason: &str) -> Vec<u8> {
     let mut w = Writer::with_capacity(reason.len() + 8);
     w.write_var_u64(MSG_AUTH);

@@ -11,12 +11,22 @@ use yrs::StateVector;
 /// Yjs client ids are JavaScript safe integers.
 pub const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
 
+/// Why bytes are not a state vector.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum StateVectorError {
+    /// The lib0 encoding is malformed, or a clock does not fit in 32 bits.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// More entries than the remaining bytes could hold (two bytes at least
+    /// each); refused before allocating for them.
     #[error("declares {declared} entries but only {remaining} bytes remain")]
-    TooManyEntries { declared: u64, remaining: usize },
+    TooManyEntries {
+        /// Entries the state vector declares.
+        declared: u64,
+        /// Bytes left after the count.
+        remaining: usize,
+    },
+    /// A client id beyond [`MAX_CLIENT_ID`].
     #[error("client id {0} exceeds 53 bits")]
     ClientIdTooLarge(u64),
 }
@@ -32,6 +42,8 @@ impl StateVectorError {
     }
 }
 
+/// Decodes `Y.encodeStateVector` bytes from an untrusted peer; a client
+/// listed twice keeps its higher clock.
 pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, StateVectorError> {
     let mut r = Reader::new(bytes);
     let declared = r.read_var_u64("state vector length")?;

@@ -197,11 +197,9 @@ fn summary_counts_what_the_update_holds() {
     assert_eq!(
         summary,
         UpdateSummary {
-            clients: 1,
             structs: 2,
             type_items: 1,
             delete_ranges: 1,
-            binary_items: 0,
         }
     );
 }
