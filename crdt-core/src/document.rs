@@ -10,7 +10,7 @@
 //!
 //! 1. [`crate::validate`] walks its bytes before yrs sees them: shape,
 //!    declared lengths, nesting of values, clocks, and a budget of structs.
-//! 2. [`crate::nesting`] bounds how deeply shared types nest, before and
+//! 2. `nesting.rs` bounds how deeply shared types nest, before and
 //!    after integrating, since yrs deletes nested types by recursion.
 //! 3. An update that starts past what the document holds of a client is
 //!    held until what comes before it arrives (as Yjs keeps pending
