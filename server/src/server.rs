@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::doc::{Registry, RegistryOptions};
 use crate::state::AppState;
 use crate::store::{Store, StoreError, StoreOptions};
-use crate::{rest, web, ws};
+use crate::{request, rest, web, ws};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -78,13 +78,10 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_message_bytes;
     let (api, spec) = api_routes().split_for_parts();
     let spec = Arc::new(spec);
-    Router::new()
+    let http = Router::new()
         .route("/", get(web::index))
         .route("/d/{*doc}", get(web::index))
         .route("/assets/{*path}", get(web::asset))
-        .route("/ws", get(ws::empty_name))
-        .route("/ws/", get(ws::empty_name))
-        .route("/ws/{*doc}", get(ws::upgrade))
         .route(
             "/api/openapi.json",
             get(move || {
@@ -93,6 +90,16 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(api)
+        .fallback(request::not_found)
+        // After every route: it applies to the routes there are.
+        .method_not_allowed_fallback(request::method_not_allowed);
+    // The WebSocket routes are merged after the request layers, which so
+    // stay off them (see `request`).
+    Router::new()
+        .route("/ws", get(ws::empty_name))
+        .route("/ws/", get(ws::empty_name))
+        .route("/ws/{*doc}", get(ws::upgrade))
+        .merge(request::layer(http))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
