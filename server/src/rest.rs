@@ -456,7 +456,7 @@ pub struct TokenResponse {
     token: String,
 }
 
-/// Every error body, as [`AppError`] renders it (this type only documents it).
+/// Every error body, as `AppError` renders it (this type only documents it).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// What was wrong with the request; `internal error` for a 500.
@@ -464,6 +464,7 @@ pub struct ErrorBody {
     /// With a 500 only: the request's id (also in `x-request-id`), under which
     /// the server logged the cause.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     request_id: Option<String>,
 }
 
