@@ -1,10 +1,20 @@
 //! The one error type of HTTP handlers: `{"error": "..."}` with a fitting status.
+//!
+//! Every refusal the REST API makes goes through [`AppError`], extractor
+//! rejections included (see [`crate::extract`]), so clients always get JSON.
+//! An [`AppError::Internal`] carries detail for the log only: the client sees
+//! `{"error":"internal error","request_id":"…"}` and quotes the id, which
+//! finds the detail in the log (the request span has the same id).
 
 use crate::doc::OpenError;
 use crate::names::NameError;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+
+/// What an internal error shows its client, whatever went wrong.
+pub const INTERNAL_ERROR_MESSAGE: &str = "internal error";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -19,24 +29,75 @@ pub enum AppError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Storage, I/O, a bug: the text is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+/// Marks a response as an internal error's, so the request-id layer
+/// ([`crate::request`]) adds the request's id to its body.
+#[derive(Debug, Clone, Copy)]
+pub struct InternalErrorResponse;
+
 impl AppError {
-    fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadName(_) | AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// An extractor's rejection by the status axum gives it; the text is
+    /// axum's description of what was wrong with the request, nothing more.
+    fn rejected(status: StatusCode, text: String) -> Self {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(text),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType(text),
+            // A body that cannot be read is the server's problem only when
+            // axum says so; everything else is a malformed request, 400
+            // (axum answers 422 for JSON that does not fit the type: one
+            // status for every malformed body is simpler for clients).
+            status if status.is_server_error() => AppError::Internal(text),
+            _ => AppError::BadRequest(text),
+        }
+    }
+}
+
+impl From<PathRejection> for AppError {
+    fn from(r: PathRejection) -> Self {
+        AppError::rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> Self {
+        AppError::rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(r: JsonRejection) -> Self {
+        AppError::rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<BytesRejection> for AppError {
+    fn from(r: BytesRejection) -> Self {
+        AppError::rejected(r.status(), r.body_text())
     }
 }
 
@@ -53,15 +114,59 @@ impl From<OpenError> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if matches!(self, AppError::Internal(_)) {
-            tracing::error!(error = %self, "request failed");
-        } else {
-            tracing::debug!(error = %self, status = status.as_u16(), "request rejected");
+        if let AppError::Internal(detail) = &self {
+            // Inside the request's span: the log line carries its request id.
+            tracing::error!(error = %detail, "request failed");
+            let mut response = (
+                status,
+                Json(serde_json::json!({ "error": INTERNAL_ERROR_MESSAGE })),
+            )
+                .into_response();
+            response.extensions_mut().insert(InternalErrorResponse);
+            return response;
         }
+        tracing::debug!(error = %self, status = status.as_u16(), "request rejected");
         (
             status,
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(error: AppError) -> (StatusCode, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_shows_its_client_nothing_of_its_cause() {
+        let (status, body) = body_of(AppError::Internal(
+            "sled: I/O error at /var/lib/quire/db/conf".into(),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, serde_json::json!({ "error": "internal error" }));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_says_what_was_wrong() {
+        let (status, body) = body_of(AppError::BadRequest("limit must be 1 to 1000".into())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            serde_json::json!({ "error": "limit must be 1 to 1000" })
+        );
     }
 }

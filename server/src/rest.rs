@@ -1,26 +1,36 @@
 //! REST handlers: extract, ask the registry or the document's actor, map to
-//! a response. Errors go through [`AppError`].
+//! a response. Errors go through [`AppError`], extractor rejections too
+//! ([`crate::extract`]).
+//!
+//! The OpenAPI document is generated from the annotations here, and states
+//! every constraint a handler enforces that JSON Schema can express: a
+//! request the document calls valid is not refused with 400, and one it
+//! calls invalid is (`scripts/schemathesis` checks both).
 
 use crate::auth::{Access, Claims, Scope};
 use crate::doc::{DocCommand, DocInfo, IfAbsent, SnapshotBody, SnapshotFormat, SnapshotRequest};
 use crate::error::AppError;
+use crate::extract::{Body, Json, Query};
 use crate::names::DocName;
 use crate::state::AppState;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use base64::Engine;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::{RefOr, Required};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 pub const MAX_LIST_LIMIT: usize = 1000;
+/// The longest lifetime `POST /api/tokens` grants: a year. Longer-lived
+/// access is what the admin token is for.
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 60 * 60;
 
 /// A `{doc}` path segment, percent-decoded and validated.
 pub struct DocPath(pub DocName);
@@ -29,11 +39,65 @@ impl<S: Send + Sync> FromRequestParts<S> for DocPath {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        let Path(raw): Path<String> = Path::from_request_parts(parts, state)
-            .await
-            .map_err(|e: PathRejection| AppError::BadRequest(e.body_text()))?;
+        let Path(raw): Path<String> = Path::from_request_parts(parts, state).await?;
         Ok(DocPath(DocName::parse(&raw)?))
     }
+}
+
+/// The `{doc}` parameter of every route that has one, with the name grammar.
+impl IntoParams for DocPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            .name("doc")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some(
+                "Document name: 1 to 200 of `A-Z a-z 0-9 . _ ~ -` and `/`, no empty, `.` or \
+                 `..` segment. Percent-encoded in the path (`/` as `%2F`).",
+            ))
+            .schema(Some(DocName::schema()))
+            .example(Some(serde_json::Value::from("team/notes")))
+            .build()]
+    }
+}
+
+/// Raw bytes: a Yjs update, in a request or response body.
+struct Binary;
+
+impl PartialSchema for Binary {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for Binary {}
+
+fn integer_schema(minimum: u64, maximum: u64, description: &str) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(minimum))
+        .maximum(Some(maximum))
+        .description(Some(description))
+        .into()
+}
+
+fn limit_schema() -> Schema {
+    integer_schema(
+        1,
+        MAX_LIST_LIMIT as u64,
+        "Page size, 1 to 1000 (default 100).",
+    )
+}
+
+fn ttl_schema() -> Schema {
+    integer_schema(
+        1,
+        MAX_TOKEN_TTL_SECS,
+        "Lifetime of the token in seconds, 1 to 31536000 (a year).",
+    )
 }
 
 /// The caller's access, from `Authorization: Bearer` or `?token=`.
@@ -60,7 +124,7 @@ pub struct ListQuery {
     /// Only names starting with this.
     #[param(example = "team/")]
     prefix: Option<String>,
-    /// Page size, 1 to 1000 (default 100).
+    #[param(schema_with = limit_schema)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -82,11 +146,13 @@ pub struct DocList {
 
 #[utoipa::path(get, path = "/api/docs", tag = "documents",
     params(ListQuery),
+    security(("bearer" = []), ("token" = [])),
     responses(
         (status = 200, description = "Documents in name order", body = DocList),
-        (status = 400, description = "Invalid limit", body = ErrorBody),
+        (status = 400, description = "Invalid query: limit, a repeated parameter", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Token grants nothing under this prefix", body = ErrorBody),
+        (status = 500, description = "Storage failed; the detail is in the log under request_id", body = ErrorBody),
     ))]
 /// `GET /api/docs`: stored documents and loaded ones not stored yet, by name.
 pub async fn list(
@@ -160,13 +226,16 @@ pub struct DocDetails {
 }
 
 #[utoipa::path(get, path = "/api/docs/{doc}", tag = "documents",
-    params(("doc" = String, Path, description = "Document name; `/` as %2F")),
+    params(DocPath),
+    security(("bearer" = []), ("token" = [])),
     responses(
         (status = 200, description = "Document metadata", body = DocDetails),
         (status = 400, description = "Invalid name", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Token does not cover the document", body = ErrorBody),
         (status = 404, description = "No such document", body = ErrorBody),
+        (status = 500, description = "Storage failed; the detail is in the log under request_id", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
     ))]
 /// `GET /api/docs/{doc}`.
 pub async fn info(
@@ -190,14 +259,32 @@ pub async fn info(
     }))
 }
 
+/// What a snapshot holds and how it is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotFormatName {
+    /// A Yjs update, v1 encoding: `Y.applyUpdate` reproduces the document.
+    Yjs,
+    /// The same in update format v2.
+    YjsV2,
+    /// Every root as JSON, by its inferred kind.
+    Json,
+    /// The plain text of one root (`root`).
+    Text,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SnapshotQuery {
     /// `yjs` (default), `yjs-v2`, `json` or `text`.
-    format: Option<String>,
-    /// The root to export with `format=text`.
+    #[param(inline)]
+    format: Option<SnapshotFormatName>,
+    /// The root to export; required with `format=text`.
     root: Option<String>,
-    /// Base64 state vector: only what its holder lacks (yjs, yjs-v2).
+    /// A Yjs state vector (v1 encoding) in standard or URL-safe base64,
+    /// padding optional: the snapshot holds only what its holder lacks.
+    /// Only with `format=yjs` or `yjs-v2`.
+    #[param(pattern = "^[A-Za-z0-9+/_-]*={0,2}$")]
     state_vector: Option<String>,
 }
 
@@ -213,20 +300,15 @@ pub fn decode_base64(input: &str) -> Result<Vec<u8>, AppError> {
 
 impl SnapshotQuery {
     fn into_request(self) -> Result<SnapshotRequest, AppError> {
-        let format = match self.format.as_deref().unwrap_or("yjs") {
-            "yjs" => SnapshotFormat::Yjs,
-            "yjs-v2" => SnapshotFormat::YjsV2,
-            "json" => SnapshotFormat::Json,
-            "text" => SnapshotFormat::Text {
+        let format = match self.format.unwrap_or(SnapshotFormatName::Yjs) {
+            SnapshotFormatName::Yjs => SnapshotFormat::Yjs,
+            SnapshotFormatName::YjsV2 => SnapshotFormat::YjsV2,
+            SnapshotFormatName::Json => SnapshotFormat::Json,
+            SnapshotFormatName::Text => SnapshotFormat::Text {
                 root: self
                     .root
                     .ok_or_else(|| AppError::BadRequest("format=text needs root=NAME".into()))?,
             },
-            other => {
-                return Err(AppError::BadRequest(format!(
-                    "unknown format {other:?}; use yjs, yjs-v2, json or text"
-                )))
-            }
         };
         let state_vector = match self.state_vector {
             None => None,
@@ -251,17 +333,20 @@ impl SnapshotQuery {
 }
 
 #[utoipa::path(get, path = "/api/docs/{doc}/snapshot", tag = "documents",
-    params(("doc" = String, Path, description = "Document name; `/` as %2F"), SnapshotQuery),
+    params(DocPath, SnapshotQuery),
+    security(("bearer" = []), ("token" = [])),
     responses(
-        (status = 200, description = "The snapshot", content(
-            (Vec<u8> = "application/octet-stream"),
+        (status = 200, description = "The snapshot: `yjs` and `yjs-v2` as octet-stream, `json` as JSON, `text` as plain text", content(
+            (inline(Binary) = "application/octet-stream"),
             (serde_json::Value = "application/json"),
             (String = "text/plain"),
         )),
-        (status = 400, description = "Invalid name, format or state vector", body = ErrorBody),
+        (status = 400, description = "Invalid name, format, root or state vector", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Token does not cover the document", body = ErrorBody),
         (status = 404, description = "No such document or root", body = ErrorBody),
+        (status = 500, description = "Storage failed; the detail is in the log under request_id", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
     ))]
 /// `GET /api/docs/{doc}/snapshot`.
 pub async fn snapshot(
@@ -302,21 +387,24 @@ pub async fn snapshot(
 }
 
 #[utoipa::path(post, path = "/api/docs/{doc}/updates", tag = "documents",
-    params(("doc" = String, Path, description = "Document name; `/` as %2F")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A Yjs v1 update"),
+    params(DocPath),
+    security(("bearer" = []), ("token" = [])),
+    request_body(content = inline(Binary), content_type = "application/octet-stream", description = "A Yjs update, v1 encoding (what `Y.encodeStateAsUpdate` returns)"),
     responses(
         (status = 204, description = "Applied, persisted and relayed (the document is created if absent)"),
         (status = 400, description = "Invalid name, or the update does not decode; document unchanged", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Token is read-only or does not cover the document", body = ErrorBody),
-        (status = 413, description = "Body or resulting document too large", body = ErrorBody),
+        (status = 413, description = "Body over --max-message-bytes, or the document would grow past --max-doc-bytes", body = ErrorBody),
+        (status = 500, description = "Storage failed; the detail is in the log under request_id", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
     ))]
 /// `POST /api/docs/{doc}/updates`: a v1 update, applied, persisted, relayed.
 pub async fn post_update(
     State(app): State<AppState>,
     Auth(access): Auth,
     DocPath(name): DocPath,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<StatusCode, AppError> {
     access.require_write(&name)?;
     // Decode before anything is created, so garbage creates no document.
@@ -338,13 +426,16 @@ pub async fn post_update(
 }
 
 #[utoipa::path(delete, path = "/api/docs/{doc}", tag = "documents",
-    params(("doc" = String, Path, description = "Document name; `/` as %2F")),
+    params(DocPath),
+    security(("bearer" = []), ("token" = [])),
     responses(
         (status = 204, description = "Deleted; its WebSockets were closed with 4404"),
         (status = 400, description = "Invalid name", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "No such document", body = ErrorBody),
+        (status = 500, description = "Storage failed; the detail is in the log under request_id", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
     ))]
 /// `DELETE /api/docs/{doc}`: closes its connections (4404) and removes it.
 pub async fn delete(
@@ -365,41 +456,77 @@ pub struct TokenResponse {
     token: String,
 }
 
-/// Every error body.
+/// Every error body, as `AppError` renders it (this type only documents it).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// What was wrong with the request; `internal error` for a 500.
     error: String,
+    /// With a 500 only: the request's id (also in `x-request-id`), under which
+    /// the server logged the cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    request_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct MintRequest {
+    /// Document names, or prefixes ending in `*`; at least one.
+    #[schema(min_items = 1)]
     docs: Vec<String>,
     scope: Scope,
+    #[schema(schema_with = ttl_schema)]
+    #[serde(deserialize_with = "whole_number")]
     ttl_secs: u64,
+    /// The token's subject (user), shown in logs.
     sub: String,
 }
 
+/// A non-negative whole number as JSON Schema's `integer` reads it: `600`
+/// and `600.0` alike (serde's `u64` takes only the first). Too large
+/// saturates, for the caller's range check to refuse.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(whole) = number.as_u64() {
+        return Ok(whole);
+    }
+    match number.as_f64() {
+        Some(float) if float >= 0.0 && float.fract() == 0.0 => Ok(float as u64),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a non-negative whole number, not {number}"
+        ))),
+    }
+}
+
 #[utoipa::path(post, path = "/api/tokens", tag = "access",
+    security(("bearer" = []), ("token" = [])),
     request_body = MintRequest,
     responses(
         (status = 200, description = "A signed token", body = TokenResponse),
-        (status = 400, description = "Invalid request, or no --auth-secret configured", body = ErrorBody),
+        (status = 400, description = "Not a valid token request (syntax, fields, empty docs, ttl_secs out of range), or no --auth-secret configured", body = ErrorBody),
         (status = 401, description = "Invalid token", body = ErrorBody),
         (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 413, description = "Body over --max-message-bytes", body = ErrorBody),
+        (status = 415, description = "Body not declared as JSON (content-type)", body = ErrorBody),
+        (status = 500, description = "Signing failed; the detail is in the log under request_id", body = ErrorBody),
     ))]
 /// `POST /api/tokens` (admin): mints an access token.
 pub async fn mint_token(
     State(app): State<AppState>,
     Auth(access): Auth,
-    body: Bytes,
+    request: Result<Json<MintRequest>, AppError>,
 ) -> Result<Json<TokenResponse>, AppError> {
+    // Who may ask comes before whether the question is well formed.
     app.auth.require_admin(&access)?;
-    let request: MintRequest = serde_json::from_slice(&body)
-        .map_err(|e| AppError::BadRequest(format!("invalid token request: {e}")))?;
+    let Json(request) = request?;
     if request.docs.is_empty() {
         return Err(AppError::BadRequest(
             "docs must name at least one document or prefix".into(),
         ));
+    }
+    if !(1..=MAX_TOKEN_TTL_SECS).contains(&request.ttl_secs) {
+        return Err(AppError::BadRequest(format!(
+            "ttl_secs must be 1 to {MAX_TOKEN_TTL_SECS}"
+        )));
     }
     let claims = Claims {
         sub: request.sub,

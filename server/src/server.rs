@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::doc::Registry;
 use crate::state::AppState;
 use crate::store::{Store, StoreError, StoreOptions};
-use crate::{rest, web, ws};
+use crate::{request, rest, web, ws};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -45,7 +45,8 @@ pub enum ServeError {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "Quire", description = "Collaborative Yjs document server: REST API. The WebSocket endpoint `/ws/{doc}` speaks the y-websocket protocol and is described in the README."),
+    info(title = "Quire", description = "Collaborative Yjs document server: REST API. The WebSocket endpoint `/ws/{doc}` speaks the y-websocket protocol and is described in the README. Every error is JSON, `{\"error\": \"...\"}`; a 500 also carries `request_id`, which every response has in its `x-request-id` header."),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "documents", description = "Documents, snapshots, updates and the change feed"),
         (name = "access", description = "Access tokens"),
@@ -53,6 +54,39 @@ pub enum ServeError {
     )
 )]
 struct ApiDoc;
+
+/// The two ways to present a token, which the protected operations name.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An access token (HS256 JWT from POST /api/tokens) or the admin token. \
+                         Not needed when the server runs without --auth-secret (open mode).",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "The same token as a query parameter, for clients that cannot set headers \
+                 (EventSource, WebSocket); Authorization wins when both are present.",
+            ))),
+        );
+    }
+}
 
 /// The REST API; every route here is in the OpenAPI document, which is
 /// generated from the same handlers' annotations and so cannot drift.
@@ -78,13 +112,10 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_message_bytes;
     let (api, spec) = api_routes().split_for_parts();
     let spec = Arc::new(spec);
-    Router::new()
+    let http = Router::new()
         .route("/", get(web::index))
         .route("/d/{*doc}", get(web::index))
         .route("/assets/{*path}", get(web::asset))
-        .route("/ws", get(ws::empty_name))
-        .route("/ws/", get(ws::empty_name))
-        .route("/ws/{*doc}", get(ws::upgrade))
         .route(
             "/api/openapi.json",
             get(move || {
@@ -93,6 +124,16 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(api)
+        .fallback(request::not_found)
+        // After every route: it applies to the routes there are.
+        .method_not_allowed_fallback(request::method_not_allowed);
+    // The WebSocket routes are merged after the request layers, which so
+    // stay off them (see `request`).
+    Router::new()
+        .route("/ws", get(ws::empty_name))
+        .route("/ws/", get(ws::empty_name))
+        .route("/ws/{*doc}", get(ws::upgrade))
+        .merge(request::layer(http))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

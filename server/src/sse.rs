@@ -12,9 +12,10 @@ use crate::doc::{
     Subscription,
 };
 use crate::error::AppError;
+use crate::extract::Query;
 use crate::rest::{Auth, DocPath};
 use crate::state::AppState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
 use futures_util::Stream;
@@ -30,13 +31,45 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events buffered for one HTTP client before the feed waits for it.
 const CLIENT_BUFFER: usize = 64;
 
+/// What the feed sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventsFormat {
+    /// `snapshot`, then an `update` per change (base64 v1 updates).
+    Yjs,
+    /// `text`: the whole text of one root (`root`) as a JSON string.
+    Text,
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// `yjs` (default: snapshot + update events) or `text`.
-    format: Option<String>,
-    /// The root whose text `format=text` sends.
+    #[param(inline)]
+    format: Option<EventsFormat>,
+    /// The root whose text `format=text` sends; required with it.
     root: Option<String>,
+}
+
+/// One event of the feed, as the OpenAPI document describes a
+/// `text/event-stream` response: the schema of each event. Only documents.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct FeedEvent {
+    event: FeedEventName,
+    /// `snapshot`, `update`: a base64 v1 update. `text`: the text as a JSON
+    /// string. `deleted`: empty.
+    data: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum FeedEventName {
+    Snapshot,
+    Update,
+    Text,
+    Deleted,
 }
 
 enum Feed {
@@ -45,13 +78,16 @@ enum Feed {
 }
 
 #[utoipa::path(get, path = "/api/docs/{doc}/events", tag = "documents",
-    params(("doc" = String, Path, description = "Document name; `/` as %2F"), EventsQuery),
+    params(DocPath, EventsQuery),
+    security(("bearer" = []), ("token" = [])),
     responses(
-        (status = 200, description = "Server-Sent Events: snapshot, update, text, deleted", body = String, content_type = "text/event-stream"),
-        (status = 400, description = "Invalid name or format", body = crate::rest::ErrorBody),
+        (status = 200, description = "Server-Sent Events: snapshot, update, text, deleted", body = FeedEvent, content_type = "text/event-stream"),
+        (status = 400, description = "Invalid name, format or root", body = crate::rest::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = crate::rest::ErrorBody),
         (status = 403, description = "Token does not cover the document", body = crate::rest::ErrorBody),
         (status = 404, description = "No such document", body = crate::rest::ErrorBody),
+        (status = 500, description = "Storage failed; the detail is in the log under request_id", body = crate::rest::ErrorBody),
+        (status = 503, description = "Shutting down", body = crate::rest::ErrorBody),
     ))]
 pub async fn events(
     State(app): State<AppState>,
@@ -60,18 +96,13 @@ pub async fn events(
     Query(q): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     access.require_read(&name)?;
-    let feed = match q.format.as_deref() {
-        None | Some("yjs") => Feed::Updates,
-        Some("text") => Feed::Text {
+    let feed = match q.format.unwrap_or(EventsFormat::Yjs) {
+        EventsFormat::Yjs => Feed::Updates,
+        EventsFormat::Text => Feed::Text {
             root: q
                 .root
                 .ok_or_else(|| AppError::BadRequest("format=text needs root=NAME".into()))?,
         },
-        Some(other) => {
-            return Err(AppError::BadRequest(format!(
-                "unknown format {other:?}; use yjs or text"
-            )))
-        }
     };
     let (handle, subscription) = subscribe(&app, &name).await?;
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);

@@ -484,11 +484,20 @@ async fn every_documented_operation_answers_with_a_documented_status() -> Result
                     .body(text_update("content", "posted")),
                 _ => request,
             };
-            // Only the status is read (the events stream is left unread).
-            let status = request.send().await?.status().as_u16();
+            // Only the head is read (the events stream is left unread).
+            let response = request.send().await?;
+            let status = response.status().as_u16();
             if !codes.contains(&status) {
                 wrong.push(format!(
                     "{} {url} {who}: {status}, documented {codes:?}",
+                    method.to_uppercase()
+                ));
+            }
+            // Every error is documented as the JSON error body.
+            let content_type = response.headers().get("content-type");
+            if status >= 400 && content_type.is_none_or(|c| c != "application/json") {
+                wrong.push(format!(
+                    "{} {url} {who}: {status} as {content_type:?}, not JSON",
                     method.to_uppercase()
                 ));
             }
@@ -496,7 +505,7 @@ async fn every_documented_operation_answers_with_a_documented_status() -> Result
     }
     ensure!(
         wrong.is_empty(),
-        "undocumented statuses:\n  {}",
+        "undocumented answers:\n  {}",
         wrong.join("\n  ")
     );
     Ok(())

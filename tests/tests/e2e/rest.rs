@@ -298,3 +298,376 @@ async fn deleting_a_document_closes_its_sockets_with_4404_and_then_it_is_gone() 
     assert_eq!(fresh.text("content"), "");
     Ok(())
 }
+
+// ------------------------------------------------------- refusals are JSON
+
+const SECRET: &str = "rest-secret";
+const ADMIN: &str = "rest-admin";
+/// `--max-message-bytes` of the refusal tests: small, to exceed cheaply.
+const BODY_LIMIT: usize = 4096;
+
+/// A request a test sends: method, path, and a body with its content type.
+struct Call {
+    what: &'static str,
+    method: &'static str,
+    path: &'static str,
+    body: Option<(Option<&'static str>, Vec<u8>)>,
+}
+
+impl Call {
+    fn get(what: &'static str, path: &'static str) -> Call {
+        Call {
+            what,
+            method: "GET",
+            path,
+            body: None,
+        }
+    }
+
+    fn token_request(what: &'static str, body: Value) -> Call {
+        Call::post(
+            what,
+            "/api/tokens",
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+    }
+
+    fn post(
+        what: &'static str,
+        path: &'static str,
+        content_type: Option<&'static str>,
+        body: Vec<u8>,
+    ) -> Call {
+        Call {
+            what,
+            method: "POST",
+            path,
+            body: Some((content_type, body)),
+        }
+    }
+
+    fn with_method(what: &'static str, method: &'static str, path: &'static str) -> Call {
+        Call {
+            what,
+            method,
+            path,
+            body: None,
+        }
+    }
+
+    async fn send(&self, rest: &Rest) -> Result<reqwest::Response> {
+        let mut request = rest.request(self.method.parse()?, self.path);
+        if let Some((content_type, body)) = &self.body {
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", *content_type);
+            }
+            request = request.body(body.clone());
+        }
+        Ok(request.send().await?)
+    }
+}
+
+fn mint(docs: Value, ttl_secs: Value) -> Value {
+    json!({"docs": docs, "scope": "read", "ttl_secs": ttl_secs, "sub": "tester"})
+}
+
+/// A server with access control and a small body limit, holding `kept`.
+async fn refusing_server() -> Result<TestServer> {
+    let limit = BODY_LIMIT.to_string();
+    let server = TestServer::start_with([
+        "--auth-secret",
+        SECRET,
+        "--admin-token",
+        ADMIN,
+        "--max-message-bytes",
+        limit.as_str(),
+    ])
+    .await?;
+    let created = Rest::with_token(&server, ADMIN)
+        .post("/api/docs/kept/updates", text_update("content", "kept"))
+        .await?;
+    ensure!(
+        created.status().as_u16() == 204,
+        "creating kept: {created:?}"
+    );
+    Ok(server)
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_documented_status_and_a_json_error() -> Result<()> {
+    let server = refusing_server().await?;
+    let admin = Rest::with_token(&server, ADMIN);
+    let update = text_update("content", "fine");
+    let cases: Vec<(Call, u16)> = vec![
+        // Queries.
+        (Call::get("limit below zero", "/api/docs?limit=-1"), 400),
+        (Call::get("limit zero", "/api/docs?limit=0"), 400),
+        (Call::get("limit past 1000", "/api/docs?limit=1001"), 400),
+        (Call::get("limit not a number", "/api/docs?limit=ten"), 400),
+        (Call::get("limit twice", "/api/docs?limit=1&limit=2"), 400),
+        (
+            Call::get(
+                "unknown snapshot format",
+                "/api/docs/kept/snapshot?format=bogus",
+            ),
+            400,
+        ),
+        (
+            Call::get("empty snapshot format", "/api/docs/kept/snapshot?format="),
+            400,
+        ),
+        (
+            Call::get(
+                "text snapshot without root",
+                "/api/docs/kept/snapshot?format=text",
+            ),
+            400,
+        ),
+        (
+            Call::get("unknown feed format", "/api/docs/kept/events?format=bogus"),
+            400,
+        ),
+        // Names.
+        (Call::get("a name with a space", "/api/docs/a%20b"), 400),
+        (
+            Call::get("a '..' segment", "/api/docs/a%2F..%2Fb/snapshot"),
+            400,
+        ),
+        // Token requests.
+        (
+            Call::post(
+                "token request that is not JSON",
+                "/api/tokens",
+                Some("application/json"),
+                b"{\"docs\": [".to_vec(),
+            ),
+            400,
+        ),
+        (
+            Call::token_request(
+                "token request with docs not a list",
+                mint(json!("team/*"), json!(60)),
+            ),
+            400,
+        ),
+        (
+            Call::token_request(
+                "token request without scope",
+                json!({"docs": ["a"], "ttl_secs": 60, "sub": "tester"}),
+            ),
+            400,
+        ),
+        (
+            Call::token_request("token request with empty docs", mint(json!([]), json!(60))),
+            400,
+        ),
+        (
+            Call::token_request("ttl_secs zero", mint(json!(["a"]), json!(0))),
+            400,
+        ),
+        (
+            Call::token_request("ttl_secs negative", mint(json!(["a"]), json!(-60))),
+            400,
+        ),
+        (
+            Call::token_request("ttl_secs fractional", mint(json!(["a"]), json!(60.5))),
+            400,
+        ),
+        (
+            Call::token_request(
+                "ttl_secs past a year",
+                mint(json!(["a"]), json!(365 * 24 * 3600 + 1)),
+            ),
+            400,
+        ),
+        (
+            Call::token_request("ttl_secs past u64", mint(json!(["a"]), json!(1e30))),
+            400,
+        ),
+        (
+            Call::post(
+                "token request without a content type",
+                "/api/tokens",
+                None,
+                mint(json!(["a"]), json!(60)).to_string().into_bytes(),
+            ),
+            415,
+        ),
+        (
+            Call::post(
+                "token request as text/plain",
+                "/api/tokens",
+                Some("text/plain"),
+                mint(json!(["a"]), json!(60)).to_string().into_bytes(),
+            ),
+            415,
+        ),
+        (
+            Call::post(
+                "token request over the body limit",
+                "/api/tokens",
+                Some("application/json"),
+                mint(json!(["a".repeat(BODY_LIMIT)]), json!(60))
+                    .to_string()
+                    .into_bytes(),
+            ),
+            413,
+        ),
+        // Update bodies.
+        (
+            Call::post(
+                "update that does not decode",
+                "/api/docs/kept/updates",
+                Some("application/octet-stream"),
+                b"random bytes".to_vec(),
+            ),
+            400,
+        ),
+        (
+            Call::post(
+                "update over the body limit",
+                "/api/docs/kept/updates",
+                Some("application/octet-stream"),
+                [update.as_slice(), &vec![0; BODY_LIMIT]].concat(),
+            ),
+            413,
+        ),
+        // Routes and methods.
+        (Call::get("unknown /api route", "/api/nope"), 404),
+        (
+            Call::get("unknown route under a document", "/api/docs/kept/nope"),
+            404,
+        ),
+        (
+            Call::with_method("PUT on a document", "PUT", "/api/docs/kept"),
+            405,
+        ),
+        (
+            Call::with_method("GET of /api/tokens", "GET", "/api/tokens"),
+            405,
+        ),
+        (
+            Call::with_method("DELETE of /healthz", "DELETE", "/healthz"),
+            405,
+        ),
+    ];
+
+    let mut wrong = Vec::new();
+    for (call, expected) in &cases {
+        let response = call.send(&admin).await?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let has_request_id = response.headers().contains_key("x-request-id");
+        let allow = response.headers().get("allow").cloned();
+        let body = response.text().await?;
+        let error = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned));
+        let mut problems = Vec::new();
+        if status != *expected {
+            problems.push(format!("status {status}, expected {expected}"));
+        }
+        if content_type != "application/json" {
+            problems.push(format!("content-type {content_type:?}"));
+        }
+        if error.is_none_or(|e| e.is_empty()) {
+            problems.push("no error field".to_owned());
+        }
+        if !has_request_id {
+            problems.push("no x-request-id".to_owned());
+        }
+        if status == 405 && allow.is_none() {
+            problems.push("405 without Allow".to_owned());
+        }
+        if !problems.is_empty() {
+            wrong.push(format!(
+                "{} ({} {}): {}; body {body}",
+                call.what,
+                call.method,
+                call.path,
+                problems.join(", ")
+            ));
+        }
+    }
+    ensure!(
+        wrong.is_empty(),
+        "wrong refusals:\n  {}",
+        wrong.join("\n  ")
+    );
+
+    // None of the refused updates changed the document.
+    assert_eq!(admin.text("kept", "content").await?, "kept");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_bounds_themselves_are_accepted() -> Result<()> {
+    let server = refusing_server().await?;
+    let admin = Rest::with_token(&server, ADMIN);
+    for path in ["/api/docs?limit=1", "/api/docs?limit=1000"] {
+        assert_eq!(admin.get(path).await?.status().as_u16(), 200, "{path}");
+    }
+    // JSON Schema's integer is any whole number, 60.0 as much as 60.
+    for ttl_secs in [json!(1), json!(365 * 24 * 3600), json!(60.0)] {
+        let response = admin
+            .post_json("/api/tokens", &mint(json!(["kept"]), ttl_secs.clone()))
+            .await?;
+        assert_eq!(response.status().as_u16(), 200, "ttl_secs {ttl_secs}");
+    }
+    Ok(())
+}
+
+/// A UUID v4 in its text form: 8-4-4-4-12 hex digits, version nibble 4.
+fn is_uuid_v4(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+        && groups[2].starts_with('4')
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_keeps_a_given_one() -> Result<()> {
+    let server = TestServer::start().await?;
+    let rest = Rest::new(&server);
+    let mut ids = Vec::new();
+    for path in ["/healthz", "/api/docs", "/api/docs/absent", "/api/nope"] {
+        let response = rest.get(path).await?;
+        let id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .with_context(|| format!("GET {path}: no x-request-id"))?
+            .to_owned();
+        ensure!(
+            is_uuid_v4(&id),
+            "GET {path}: x-request-id {id:?} is no UUID v4"
+        );
+        ids.push(id);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "request ids repeat: {ids:?}");
+
+    // A proxy's id is kept, so one id follows the request through both logs.
+    let response = rest
+        .request(reqwest::Method::GET, "/healthz")
+        .header("x-request-id", "from-the-proxy-42")
+        .send()
+        .await?;
+    assert_eq!(
+        response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("from-the-proxy-42")
+    );
+    Ok(())
+}
