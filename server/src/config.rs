@@ -70,8 +70,8 @@ pub struct Config {
     #[arg(long, env = "QUIRE_REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// This node's id in the cluster; by default generated once and kept in
-    /// the data directory.
+    /// This node's id in the cluster; by default a random UUID generated once
+    /// and kept in the data directory.
     #[arg(long, env = "QUIRE_NODE_ID")]
     pub node_id: Option<String>,
 

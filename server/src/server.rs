@@ -118,8 +118,9 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
         .map_err(|e| StoreError::Corrupt(format!("storage open panicked: {e}")))??;
     let node_id: Arc<str> = match &config.node_id {
         Some(id) => id.as_str().into(),
+        // Kept in the data directory, so only the first start generates one.
         None => store
-            .node_id(format!("node-{:016x}", rand::random::<u64>()))
+            .node_id(uuid::Uuid::new_v4().to_string())
             .await?
             .into(),
     };
