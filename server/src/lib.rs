@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod doc;
 pub mod error;
+pub mod fdlimit;
 pub mod limits;
 pub mod metrics;
 pub mod names;

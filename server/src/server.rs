@@ -104,6 +104,8 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     let shutdown = CancellationToken::new();
     let grace = std::time::Duration::from_secs(config.drain_grace_secs);
     crate::metrics::init();
+    // Before storage, the listener and the sockets open their descriptors.
+    crate::fdlimit::raise_and_check(config.max_connections);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
