@@ -70,8 +70,8 @@ pub struct Config {
     #[arg(long, env = "QUIRE_REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// This node's id in the cluster; by default generated once and kept in
-    /// the data directory.
+    /// This node's id in the cluster; by default a random UUID generated once
+    /// and kept in the data directory.
     #[arg(long, env = "QUIRE_NODE_ID")]
     pub node_id: Option<String>,
 
@@ -90,7 +90,8 @@ pub struct Config {
     #[arg(long, env = "QUIRE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
-    /// WebSocket upgrades past this many open connections get HTTP 503.
+    /// WebSocket upgrades past this many open connections get HTTP 503. Each
+    /// is an open file: a warning at start tells if the limit is lower.
     #[arg(long, env = "QUIRE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod doc;
 pub mod error;
 pub mod extract;
+pub mod fdlimit;
 pub mod limits;
 pub mod metrics;
 pub mod names;

@@ -145,6 +145,8 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     let shutdown = CancellationToken::new();
     let grace = std::time::Duration::from_secs(config.drain_grace_secs);
     crate::metrics::init();
+    // Before storage, the listener and the sockets open their descriptors.
+    crate::fdlimit::raise_and_check(config.max_connections);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -159,8 +161,9 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
         .map_err(|e| StoreError::Corrupt(format!("storage open panicked: {e}")))??;
     let node_id: Arc<str> = match &config.node_id {
         Some(id) => id.as_str().into(),
+        // Kept in the data directory, so only the first start generates one.
         None => store
-            .node_id(format!("node-{:016x}", rand::random::<u64>()))
+            .node_id(uuid::Uuid::new_v4().to_string())
             .await?
             .into(),
     };

@@ -7,15 +7,8 @@
 //! commit: appends are written to sled at once and `flush`ed (fsync) when the
 //! oldest unflushed one is `--flush-interval-ms` old.
 //!
-//! Layout, one sled tree:
-//! ```text
-//! m{name}              -> meta: updated_at millis (i64 BE) ++ bytes (u64 BE) ++ last seq (u64 BE)
-//! s{name}              -> snapshot (v1 update)
-//! l{name}\0{seq u64 BE} -> logged update (v1), applied after the snapshot in seq order
-//! t{name}              -> tombstone: when the document was deleted (i64 BE millis)
-//! node_id              -> this node's id
-//! ```
-//! Names never contain `\0`, so `l{name}\0` is a prefix of exactly one log.
+//! The key layout is described once, in ARCHITECTURE.md ("Storage layout");
+//! change it there together with the `*_key` functions below.
 
 use crate::names::DocName;
 use bytes::Bytes;

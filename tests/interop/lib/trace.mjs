@@ -1,5 +1,5 @@
 // Loading and faithfully replaying the recorded editing traces in
-// /work/shared/data/editing-traces (format: that folder's README.md).
+// tests/data/editing-traces (origin, licence and format: that folder's README.md).
 //
 // Concurrent traces are replayed *offline* first: one Y.Doc per agent, each
 // forked exactly at the version its next transaction was written against.
@@ -19,13 +19,10 @@ const ASTRAL = /[\u{10000}-\u{10FFFF}]/u
 
 export function tracesDir () {
   if (process.env.QUIRE_TRACES_DIR) return process.env.QUIRE_TRACES_DIR
-  // tests/interop/lib -> repository root; shared/ sits beside the checkout (or inside it)
+  // The copy in the repository (tests/interop/lib -> tests/data), so that a
+  // clone with nothing beside it runs the suite.
   const here = path.dirname(fileURLToPath(import.meta.url))
-  const candidates = [
-    path.resolve(here, '../../../../shared/data/editing-traces'),
-    path.resolve(here, '../../../shared/data/editing-traces')
-  ]
-  return candidates.find((c) => fs.existsSync(c)) ?? candidates[0]
+  return path.resolve(here, '../../data/editing-traces')
 }
 
 export function loadTrace (name) {

@@ -1,5 +1,6 @@
-//! The B4 "automerge-paper" editing trace (`../shared/data/editing-traces`,
-//! format in its README): real keystrokes to replay through clients.
+//! The B4 "automerge-paper" editing trace (`tests/data/editing-traces`,
+//! origin, licence and format in its README): real keystrokes to replay
+//! through clients.
 
 use crate::Client;
 use serde::Deserialize;
@@ -13,13 +14,12 @@ pub struct Txn {
     pub patches: Vec<(usize, usize, String)>,
 }
 
-/// `QUIRE_TRACES`, or `shared/data/editing-traces` beside the checkout.
+/// `QUIRE_TRACES`, or the copy in the repository (`tests/data/editing-traces`),
+/// so that a clone with nothing beside it runs the tests.
 fn trace_path() -> PathBuf {
     std::env::var_os("QUIRE_TRACES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/editing-traces")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/editing-traces"))
         .join("automerge-paper.json.gz")
 }
 

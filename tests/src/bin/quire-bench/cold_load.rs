@@ -40,10 +40,12 @@ pub enum Phase {
 pub struct ColdLoadArgs {
     #[arg(long, value_enum)]
     pub phase: Phase,
-    /// A sequential editing trace (`.json` or `.json.gz`).
+    /// A sequential editing trace (`.json` or `.json.gz`). The default is
+    /// the repository's copy, relative to the repository root (where
+    /// `scripts/bench` runs this), so reports record no machine's paths.
     #[arg(
         long,
-        default_value = "../shared/data/editing-traces/automerge-paper.json.gz"
+        default_value = "tests/data/editing-traces/automerge-paper.json.gz"
     )]
     pub trace: PathBuf,
     /// Where the replayed document is cached between the two phases.

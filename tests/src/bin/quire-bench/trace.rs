@@ -1,6 +1,7 @@
-//! Real editing traces (`josephg/editing-traces`, sequential format) replayed
-//! into a yrs document, the way the crdt-benchmarks suite builds its "B4"
-//! document: one transaction per trace transaction on a `Y.Text`.
+//! Real editing traces (`josephg/editing-traces`, sequential format; the
+//! ones used are copied in `tests/data/editing-traces`) replayed into a yrs
+//! document, the way the crdt-benchmarks suite builds its "B4" document: one
+//! transaction per trace transaction on a `Y.Text`.
 
 use anyhow::{bail, ensure, Context, Result};
 use flate2::read::GzDecoder;
