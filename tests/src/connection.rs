@@ -63,7 +63,7 @@ pub(crate) struct Connection {
 impl Connection {
     /// Connects to `url` and starts the sync handshake: sends sync step 1
     /// with the document's state vector and, if set, the local awareness.
-    pub async fn open(url: &str, shared: Arc<Shared>) -> Result<Connection, ClientError> {
+    pub(crate) async fn open(url: &str, shared: Arc<Shared>) -> Result<Connection, ClientError> {
         shared.update(|s| s.status = Status::Connecting);
         let socket = match tokio_tungstenite::connect_async(url).await {
             Ok((socket, _response)) => socket,
@@ -113,7 +113,7 @@ impl Connection {
     }
 
     /// Queues one binary frame, waiting while the writer is behind.
-    pub async fn send(&self, frame: Vec<u8>) -> Result<(), ClientError> {
+    pub(crate) async fn send(&self, frame: Vec<u8>) -> Result<(), ClientError> {
         self.outgoing
             .send(Outgoing::Frame(frame))
             .await
@@ -122,7 +122,7 @@ impl Connection {
 
     /// Closes cleanly: pending local updates and the `farewell` frames go out,
     /// then a close frame; waits (bounded) for the server's answer.
-    pub async fn close(mut self, farewell: Vec<Vec<u8>>, code: u16, reason: &str) {
+    pub(crate) async fn close(mut self, farewell: Vec<Vec<u8>>, code: u16, reason: &str) {
         let request = Outgoing::Close {
             farewell,
             code,
@@ -144,7 +144,7 @@ impl Connection {
 
     /// Stops both tasks, waits until they are gone, and marks the client
     /// disconnected (an aborted reader may not have got to it).
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         self.cancel.cancel();
         for task in [self.reader.take(), self.writer.take()]
             .into_iter()

@@ -32,7 +32,7 @@ pub(crate) struct State {
 }
 
 impl Shared {
-    pub fn new(doc: Doc) -> Self {
+    pub(crate) fn new(doc: Doc) -> Self {
         let client = doc.client_id().get();
         Shared {
             doc,
@@ -50,22 +50,22 @@ impl Shared {
 
     /// Locks the state. A panic elsewhere cannot leave it half-updated in a
     /// way that matters to tests, so poisoning is ignored.
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `f` on the state and wakes every waiter.
-    pub fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let result = f(&mut self.state());
         self.notify();
         result
     }
 
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 }
@@ -88,16 +88,16 @@ impl Outbox {
     }
 
     /// Starts collecting (on connect), discarding anything left over.
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         *self.pending() = Some(Vec::new());
     }
 
     /// Stops collecting (on disconnect).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         *self.pending() = None;
     }
 
-    pub fn push(&self, update: Vec<u8>) {
+    pub(crate) fn push(&self, update: Vec<u8>) {
         if let Some(pending) = self.pending().as_mut() {
             pending.push(update);
             self.ready.notify_one();
@@ -105,14 +105,14 @@ impl Outbox {
     }
 
     /// Takes every pending update.
-    pub fn take(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn take(&self) -> Vec<Vec<u8>> {
         self.pending()
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
     }
 
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         self.ready.notified().await;
     }
 }

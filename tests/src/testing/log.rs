@@ -20,7 +20,7 @@ pub(super) struct ServerLog {
 }
 
 impl ServerLog {
-    pub fn contents(&self) -> String {
+    pub(super) fn contents(&self) -> String {
         self.text
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -43,7 +43,7 @@ impl ServerLog {
     /// Takes the child's stdout and stderr and drains both into the log
     /// until they close. The receiver yields the first listening address
     /// seen, or an error if the output ends first.
-    pub fn attach(&self, child: &mut Child) -> oneshot::Receiver<SocketAddr> {
+    pub(super) fn attach(&self, child: &mut Child) -> oneshot::Receiver<SocketAddr> {
         let (found, listening) = oneshot::channel();
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(drain(stderr, self.clone(), Some(found)));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use yrs::{Doc, GetString, ReadTxn, Text, Transact};
 
 /// Generous guard for anything that should happen "soon"; never a speed target.
-pub const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 /// Pause between two probes of a condition only observable over HTTP.
 const POLL: Duration = Duration::from_millis(20);
@@ -16,14 +16,14 @@ const POLL: Duration = Duration::from_millis(20);
 /// `--cluster-resync-secs` of every node: out of reach of any test, so a
 /// test passes only through the mechanism it names (relay, heal on load,
 /// heal after a Redis reconnect), never by the periodic resync's rescue.
-pub const NO_PERIODIC_RESYNC: &str = "3600";
+pub(crate) const NO_PERIODIC_RESYNC: &str = "3600";
 
 /// The root text every test edits.
-pub const ROOT: &str = "content";
+pub(crate) const ROOT: &str = "content";
 
 /// One `redis-server` and `quire` nodes sharing it, each with its own sled
 /// directory. Node `i` has node id `node-{a,b,c,…}`.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub redis: RedisServer,
     pub nodes: Vec<TestServer>,
 }
@@ -31,7 +31,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts Redis, then `count` nodes, and waits until every node reports
     /// ready (connected to Redis).
-    pub async fn start(count: usize) -> Result<Cluster> {
+    pub(crate) async fn start(count: usize) -> Result<Cluster> {
         let redis = RedisServer::start().await?;
         let mut nodes = Vec::with_capacity(count);
         for index in 0..count {
@@ -53,24 +53,24 @@ impl Cluster {
         Ok(cluster)
     }
 
-    pub fn node(&self, index: usize) -> &TestServer {
+    pub(crate) fn node(&self, index: usize) -> &TestServer {
         &self.nodes[index]
     }
 }
 
 /// `node-a`, `node-b`, …
-pub fn node_id(index: usize) -> String {
+pub(crate) fn node_id(index: usize) -> String {
     let letter = char::from(b'a' + u8::try_from(index).expect("few nodes"));
     format!("node-{letter}")
 }
 
 /// Connects a client of `doc` to `node` and waits for its sync step 2.
-pub async fn client(node: &TestServer, doc: &str) -> Result<Client> {
+pub(crate) async fn client(node: &TestServer, doc: &str) -> Result<Client> {
     connect(ClientConfig::new(node.ws_address(), doc)).await
 }
 
 /// Connects with `config` and waits for the server's sync step 2.
-pub async fn connect(config: ClientConfig) -> Result<Client> {
+pub(crate) async fn connect(config: ClientConfig) -> Result<Client> {
     let url = format!("{}/ws/{}", config.address, config.doc);
     let client = Client::connect(config)
         .await
@@ -83,7 +83,7 @@ pub async fn connect(config: ClientConfig) -> Result<Client> {
 }
 
 /// Plain text of root `root` in `doc` (empty if absent).
-pub fn text_of(doc: &Doc, root: &str) -> String {
+pub(crate) fn text_of(doc: &Doc, root: &str) -> String {
     let txn = doc.transact();
     txn.get_text(root)
         .map(|t| t.get_string(&txn))
@@ -92,14 +92,14 @@ pub fn text_of(doc: &Doc, root: &str) -> String {
 
 /// A tiny deterministic generator (xorshift64*), so a failing run can be
 /// replayed exactly.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn below(&mut self, bound: usize) -> usize {
+    pub(crate) fn below(&mut self, bound: usize) -> usize {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -112,7 +112,7 @@ impl Rng {
 /// in one transaction. Each word is one insertion at a boundary, so no
 /// concurrent insertion can ever land inside it: words stay whole, and a
 /// text's words say exactly which edits it holds.
-pub fn insert_word(client: &Client, word: &str, rng: &mut Rng) {
+pub(crate) fn insert_word(client: &Client, word: &str, rng: &mut Rng) {
     let text = client.doc().get_or_insert_text(ROOT);
     let mut txn = client.doc().transact_mut();
     let current = text.get_string(&txn);
@@ -128,7 +128,7 @@ pub fn insert_word(client: &Client, word: &str, rng: &mut Rng) {
 }
 
 /// Removes `word` (and its space) from root [`ROOT`]; false if absent.
-pub fn delete_word(client: &Client, word: &str) -> bool {
+pub(crate) fn delete_word(client: &Client, word: &str) -> bool {
     let text = client.doc().get_or_insert_text(ROOT);
     let mut txn = client.doc().transact_mut();
     let current = text.get_string(&txn);
@@ -148,14 +148,14 @@ pub fn delete_word(client: &Client, word: &str) -> bool {
 }
 
 /// The words of a text, sorted: the multiset of edits it holds.
-pub fn words(text: &str) -> Vec<String> {
+pub(crate) fn words(text: &str) -> Vec<String> {
     let mut words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
     words.sort_unstable();
     words
 }
 
 /// Sorted copy of `words`, for comparing with [`words`].
-pub fn sorted(words: &[String]) -> Vec<String> {
+pub(crate) fn sorted(words: &[String]) -> Vec<String> {
     let mut sorted = words.to_vec();
     sorted.sort_unstable();
     sorted
@@ -164,7 +164,7 @@ pub fn sorted(words: &[String]) -> Vec<String> {
 /// Types `count` words named `{prefix}{n}` at random boundaries, `pace`
 /// apart, so that other clients' edits arrive in between (a pace is the
 /// scenario's typing speed, not a wait for anything).
-pub async fn type_words(
+pub(crate) async fn type_words(
     client: &Client,
     prefix: &str,
     count: usize,
@@ -184,7 +184,7 @@ pub async fn type_words(
 
 /// Waits until `client`'s text holds exactly `expected` words (any order),
 /// each once.
-pub async fn wait_words(client: &Client, expected: &[String]) -> Result<()> {
+pub(crate) async fn wait_words(client: &Client, expected: &[String]) -> Result<()> {
     let expected = sorted(expected);
     client
         .wait_for(WAIT, |doc| words(&text_of(doc, ROOT)) == expected)
@@ -199,7 +199,7 @@ pub async fn wait_words(client: &Client, expected: &[String]) -> Result<()> {
 }
 
 /// Which expected words a text lacks and which it has in excess.
-pub fn describe_difference(who: &str, expected: &[String], text: &str) -> String {
+pub(crate) fn describe_difference(who: &str, expected: &[String], text: &str) -> String {
     let have = words(text);
     let missing: Vec<&String> = expected.iter().filter(|w| !have.contains(w)).collect();
     let mut extra = have.clone();
@@ -216,24 +216,24 @@ pub fn describe_difference(who: &str, expected: &[String], text: &str) -> String
 }
 
 /// Thin REST client for one node.
-pub struct Rest {
+pub(crate) struct Rest {
     http: reqwest::Client,
     base: String,
 }
 
 impl Rest {
-    pub fn new(node: &TestServer) -> Rest {
+    pub(crate) fn new(node: &TestServer) -> Rest {
         Rest {
             http: reqwest::Client::new(),
             base: node.http_url(""),
         }
     }
 
-    pub async fn get(&self, path: &str) -> Result<reqwest::Response> {
+    pub(crate) async fn get(&self, path: &str) -> Result<reqwest::Response> {
         Ok(self.http.get(format!("{}{path}", self.base)).send().await?)
     }
 
-    pub async fn post(&self, path: &str, body: Vec<u8>) -> Result<reqwest::Response> {
+    pub(crate) async fn post(&self, path: &str, body: Vec<u8>) -> Result<reqwest::Response> {
         Ok(self
             .http
             .post(format!("{}{path}", self.base))
@@ -243,7 +243,7 @@ impl Rest {
             .await?)
     }
 
-    pub async fn delete(&self, path: &str) -> Result<reqwest::Response> {
+    pub(crate) async fn delete(&self, path: &str) -> Result<reqwest::Response> {
         Ok(self
             .http
             .delete(format!("{}{path}", self.base))
@@ -252,7 +252,7 @@ impl Rest {
     }
 
     /// `GET /api/docs/{doc}/snapshot?{query}`: status and body.
-    pub async fn snapshot(&self, doc: &str, query: &str) -> Result<(u16, Vec<u8>)> {
+    pub(crate) async fn snapshot(&self, doc: &str, query: &str) -> Result<(u16, Vec<u8>)> {
         let path = format!("/api/docs/{}/snapshot?{query}", segment(doc));
         let response = self.get(&path).await?;
         let status = response.status().as_u16();
@@ -260,7 +260,7 @@ impl Rest {
     }
 
     /// The node's plain text of root [`ROOT`], which must be served (200).
-    pub async fn text(&self, doc: &str) -> Result<String> {
+    pub(crate) async fn text(&self, doc: &str) -> Result<String> {
         let (status, body) = self
             .snapshot(doc, &format!("format=text&root={ROOT}"))
             .await?;
@@ -272,7 +272,7 @@ impl Rest {
     }
 
     /// Polls until the node's text of [`ROOT`] equals `expected`.
-    pub async fn wait_text(&self, doc: &str, expected: &str) -> Result<()> {
+    pub(crate) async fn wait_text(&self, doc: &str, expected: &str) -> Result<()> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let text = self.text(doc).await;
@@ -290,14 +290,14 @@ impl Rest {
     }
 
     /// `GET /readyz`: status and body.
-    pub async fn readyz(&self) -> Result<(u16, String)> {
+    pub(crate) async fn readyz(&self) -> Result<(u16, String)> {
         let response = self.get("/readyz").await?;
         let status = response.status().as_u16();
         Ok((status, response.text().await?))
     }
 
     /// The value of counter `name` in `/metrics` (summed over labels).
-    pub async fn counter(&self, name: &str) -> Result<f64> {
+    pub(crate) async fn counter(&self, name: &str) -> Result<f64> {
         let body = self.get("/metrics").await?.text().await?;
         let mut total = 0.0;
         for line in body.lines() {
@@ -317,12 +317,12 @@ impl Rest {
 }
 
 /// Percent-encodes a document name for a REST path segment (`/` → `%2F`).
-pub fn segment(name: &str) -> String {
+pub(crate) fn segment(name: &str) -> String {
     quire_client::endpoint::percent_encode(name)
 }
 
 /// Waits until `node`'s `/readyz` answers 200.
-pub async fn wait_ready(node: &TestServer) -> Result<()> {
+pub(crate) async fn wait_ready(node: &TestServer) -> Result<()> {
     let rest = Rest::new(node);
     eventually(|| async { Ok((rest.readyz().await?.0 == 200).then_some(())) })
         .await
@@ -331,7 +331,7 @@ pub async fn wait_ready(node: &TestServer) -> Result<()> {
 
 /// Re-runs `probe` every 20 ms until it yields `Some`, for at most [`WAIT`].
 /// For conditions only observable by asking (HTTP); clients have `wait_for`.
-pub async fn eventually<T, F, Fut>(mut probe: F) -> Result<T>
+pub(crate) async fn eventually<T, F, Fut>(mut probe: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,

@@ -11,16 +11,16 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 /// Generous guard for anything that should happen "soon".
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// Inserts `chunk` at `index` of root text `root`, in one transaction.
-pub fn insert(client: &Client, root: &str, index: u32, chunk: &str) {
+pub(crate) fn insert(client: &Client, root: &str, index: u32, chunk: &str) {
     let text = client.doc().get_or_insert_text(root);
     text.insert(&mut client.doc().transact_mut(), index, chunk);
 }
 
 /// Appends `chunk` to root text `root`.
-pub fn append(client: &Client, root: &str, chunk: &str) {
+pub(crate) fn append(client: &Client, root: &str, chunk: &str) {
     let text = client.doc().get_or_insert_text(root);
     let mut txn = client.doc().transact_mut();
     let end = text.len(&txn);
@@ -28,7 +28,7 @@ pub fn append(client: &Client, root: &str, chunk: &str) {
 }
 
 /// Plain text of root `root` in `doc` (empty if absent).
-pub fn text_of(doc: &Doc, root: &str) -> String {
+pub(crate) fn text_of(doc: &Doc, root: &str) -> String {
     let txn = doc.transact();
     txn.get_text(root)
         .map(|t| t.get_string(&txn))
@@ -36,7 +36,7 @@ pub fn text_of(doc: &Doc, root: &str) -> String {
 }
 
 /// Waits until `client`'s text `root` equals `expected`.
-pub async fn wait_text(client: &Client, root: &str, expected: &str) -> Result<()> {
+pub(crate) async fn wait_text(client: &Client, root: &str, expected: &str) -> Result<()> {
     client
         .wait_for(WAIT, |doc| text_of(doc, root) == expected)
         .await
@@ -49,7 +49,7 @@ pub async fn wait_text(client: &Client, root: &str, expected: &str) -> Result<()
 }
 
 /// A document holding whatever `update` (v1) contains.
-pub fn doc_from_update(update: &[u8]) -> Result<Doc> {
+pub(crate) fn doc_from_update(update: &[u8]) -> Result<Doc> {
     let doc = Doc::new();
     doc.transact_mut()
         .apply_update(Update::decode_v1(update)?)
@@ -59,7 +59,7 @@ pub fn doc_from_update(update: &[u8]) -> Result<Doc> {
 
 /// A v1 update that inserts `chunk` at the start of text `root`, made by a
 /// fresh client id.
-pub fn text_update(root: &str, chunk: &str) -> Vec<u8> {
+pub(crate) fn text_update(root: &str, chunk: &str) -> Vec<u8> {
     let doc = Doc::new();
     let text = doc.get_or_insert_text(root);
     text.insert(&mut doc.transact_mut(), 0, chunk);
@@ -69,21 +69,21 @@ pub fn text_update(root: &str, chunk: &str) -> Vec<u8> {
     update
 }
 
-pub fn state_vector(doc: &Doc) -> StateVector {
+pub(crate) fn state_vector(doc: &Doc) -> StateVector {
     doc.transact().state_vector()
 }
 
-pub fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Percent-encodes a document name for a REST path segment (`/` → `%2F`).
-pub fn segment(name: &str) -> String {
+pub(crate) fn segment(name: &str) -> String {
     quire_client::endpoint::percent_encode(name)
 }
 
 /// Thin REST client for one server.
-pub struct Rest {
+pub(crate) struct Rest {
     http: reqwest::Client,
     base: String,
     /// Sent as `Authorization: Bearer …` on every request, when set.
@@ -91,7 +91,7 @@ pub struct Rest {
 }
 
 impl Rest {
-    pub fn new(server: &TestServer) -> Rest {
+    pub(crate) fn new(server: &TestServer) -> Rest {
         Rest {
             http: reqwest::Client::new(),
             base: server.http_url(""),
@@ -100,7 +100,7 @@ impl Rest {
     }
 
     /// The same server, with `token` as the bearer token of every request.
-    pub fn with_token(server: &TestServer, token: &str) -> Rest {
+    pub(crate) fn with_token(server: &TestServer, token: &str) -> Rest {
         Rest {
             token: Some(token.to_owned()),
             ..Rest::new(server)
@@ -108,7 +108,7 @@ impl Rest {
     }
 
     /// A request to `path`, carrying the token if there is one.
-    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
             Some(token) => request.bearer_auth(token),
@@ -116,11 +116,11 @@ impl Rest {
         }
     }
 
-    pub async fn get(&self, path: &str) -> Result<reqwest::Response> {
+    pub(crate) async fn get(&self, path: &str) -> Result<reqwest::Response> {
         Ok(self.request(reqwest::Method::GET, path).send().await?)
     }
 
-    pub async fn post(&self, path: &str, body: Vec<u8>) -> Result<reqwest::Response> {
+    pub(crate) async fn post(&self, path: &str, body: Vec<u8>) -> Result<reqwest::Response> {
         Ok(self
             .request(reqwest::Method::POST, path)
             .header("content-type", "application/octet-stream")
@@ -129,7 +129,7 @@ impl Rest {
             .await?)
     }
 
-    pub async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         path: &str,
         body: &serde_json::Value,
@@ -141,12 +141,12 @@ impl Rest {
             .await?)
     }
 
-    pub async fn delete(&self, path: &str) -> Result<reqwest::Response> {
+    pub(crate) async fn delete(&self, path: &str) -> Result<reqwest::Response> {
         Ok(self.request(reqwest::Method::DELETE, path).send().await?)
     }
 
     /// The Prometheus text of `/metrics`.
-    pub async fn metrics(&self) -> Result<String> {
+    pub(crate) async fn metrics(&self) -> Result<String> {
         let response = self.get("/metrics").await?;
         ensure!(
             response.status().is_success(),
@@ -158,7 +158,7 @@ impl Rest {
 
     /// Polls `/metrics` until `name{labels}` satisfies `accept`; returns
     /// the value seen then.
-    pub async fn wait_metric(
+    pub(crate) async fn wait_metric(
         &self,
         name: &str,
         labels: &[(&str, &str)],
@@ -178,7 +178,7 @@ impl Rest {
     }
 
     /// `GET /api/docs/{doc}/snapshot?{query}`, which must succeed.
-    pub async fn snapshot(&self, doc: &str, query: &str) -> Result<Vec<u8>> {
+    pub(crate) async fn snapshot(&self, doc: &str, query: &str) -> Result<Vec<u8>> {
         let path = format!("/api/docs/{}/snapshot?{query}", segment(doc));
         let response = self.get(&path).await?;
         let status = response.status();
@@ -190,7 +190,7 @@ impl Rest {
     }
 
     /// The server's plain text of root `root` of `doc`.
-    pub async fn text(&self, doc: &str, root: &str) -> Result<String> {
+    pub(crate) async fn text(&self, doc: &str, root: &str) -> Result<String> {
         let bytes = self
             .snapshot(doc, &format!("format=text&root={root}"))
             .await?;
@@ -198,12 +198,12 @@ impl Rest {
     }
 
     /// The server's document, rebuilt from its `format=yjs` snapshot.
-    pub async fn doc(&self, doc: &str) -> Result<Doc> {
+    pub(crate) async fn doc(&self, doc: &str) -> Result<Doc> {
         doc_from_update(&self.snapshot(doc, "format=yjs").await?)
     }
 
     /// Polls the server until its text of `root` equals `expected`.
-    pub async fn wait_text(&self, doc: &str, root: &str, expected: &str) -> Result<()> {
+    pub(crate) async fn wait_text(&self, doc: &str, root: &str, expected: &str) -> Result<()> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let text = self.text(doc, root).await;
@@ -219,7 +219,7 @@ impl Rest {
 }
 
 /// Re-runs `probe` every 20 ms until it yields `Some`, for at most [`WAIT`].
-pub async fn eventually<T, F, Fut>(mut probe: F) -> Result<T>
+pub(crate) async fn eventually<T, F, Fut>(mut probe: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
@@ -237,19 +237,19 @@ where
 }
 
 /// Encodes a state vector for a query string.
-pub fn sv_base64(sv: &StateVector) -> String {
+pub(crate) fn sv_base64(sv: &StateVector) -> String {
     base64(&sv.encode_v1())
 }
 
 /// Decodes a base64 state vector from a JSON field.
-pub fn decode_sv(b64: &str) -> Result<StateVector> {
+pub(crate) fn decode_sv(b64: &str) -> Result<StateVector> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
     Ok(StateVector::decode_v1(&bytes)?)
 }
 
 /// The sum of every series of metric `name` whose labels include `labels`,
 /// in Prometheus text; `None` when no series matches.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut sum = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
@@ -274,11 +274,11 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// A WebSocket opened with `tokio-tungstenite`, for upgrades with headers.
-pub type WsStream =
+pub(crate) type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// How the server answered an upgrade request.
-pub enum Upgrade {
+pub(crate) enum Upgrade {
     /// 101: the socket is open.
     Open(Box<WsStream>),
     /// Any other HTTP status, with the body.
@@ -287,7 +287,7 @@ pub enum Upgrade {
 
 impl Upgrade {
     /// 101 for an open socket, else the refusal's status.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Upgrade::Open(_) => 101,
             Upgrade::Refused { status, .. } => *status,
@@ -297,7 +297,7 @@ impl Upgrade {
 
 /// Sends a WebSocket upgrade to `url` with extra request `headers`
 /// (`Origin`, `Authorization`, …).
-pub async fn upgrade_with(url: &str, headers: &[(&str, &str)]) -> Result<Upgrade> {
+pub(crate) async fn upgrade_with(url: &str, headers: &[(&str, &str)]) -> Result<Upgrade> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
     let mut request = url.into_client_request()?;
@@ -323,14 +323,14 @@ pub async fn upgrade_with(url: &str, headers: &[(&str, &str)]) -> Result<Upgrade
 
 /// The status of a plain upgrade to `url`: 101 if it opened (the socket is
 /// dropped again), else the HTTP status the server refused it with.
-pub async fn upgrade_status(url: &str) -> Result<u16> {
+pub(crate) async fn upgrade_status(url: &str) -> Result<u16> {
     Ok(upgrade_with(url, &[]).await?.status())
 }
 
 /// A WebSocket client made by hand on a plain TCP stream: after the
 /// handshake it does only what the test tells it to, so it can stop
 /// reading, never answer pings, or hold its receive window shut.
-pub struct HandClient {
+pub(crate) struct HandClient {
     pub stream: tokio::net::TcpStream,
     /// The HTTP status of the upgrade answer.
     pub status: u16,
@@ -343,7 +343,7 @@ impl HandClient {
     /// `headers`; reads the answer's head and nothing after it. With
     /// `recv_buffer`, the socket's receive buffer is set that small first,
     /// so the kernel holds little on the client's behalf.
-    pub async fn upgrade(
+    pub(crate) async fn upgrade(
         addr: std::net::SocketAddr,
         path: &str,
         headers: &[(&str, &str)],
@@ -387,7 +387,7 @@ impl HandClient {
     }
 
     /// Sends `payload` as one masked binary frame, as a client must.
-    pub async fn send_binary(&mut self, payload: &[u8]) -> Result<()> {
+    pub(crate) async fn send_binary(&mut self, payload: &[u8]) -> Result<()> {
         use tokio::io::AsyncWriteExt;
         self.stream.write_all(&masked_frame(0x2, payload)).await?;
         Ok(())
@@ -395,7 +395,7 @@ impl HandClient {
 
     /// Reads and discards everything until the server ends the connection
     /// (EOF or reset); returns how many bytes arrived.
-    pub async fn drain_to_end(&mut self, timeout: Duration) -> Result<usize> {
+    pub(crate) async fn drain_to_end(&mut self, timeout: Duration) -> Result<usize> {
         use tokio::io::AsyncReadExt;
         let mut total = 0;
         let mut buf = vec![0; 64 * 1024];
@@ -415,7 +415,7 @@ impl HandClient {
 }
 
 /// One final client-to-server frame with `opcode`, masked (RFC 6455 5.3).
-pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
     let mut frame = vec![0x80 | opcode];
     match payload.len() {

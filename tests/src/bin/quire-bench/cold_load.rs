@@ -31,13 +31,13 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Phase {
+pub(crate) enum Phase {
     Store,
     Load,
 }
 
 #[derive(clap::Args, Debug, Clone, Serialize)]
-pub struct ColdLoadArgs {
+pub(crate) struct ColdLoadArgs {
     #[arg(long, value_enum)]
     pub phase: Phase,
     /// A sequential editing trace (`.json` or `.json.gz`). The default is
@@ -66,7 +66,7 @@ pub struct ColdLoadArgs {
 }
 
 #[derive(Debug, Serialize)]
-pub struct DocumentInfo {
+pub(crate) struct DocumentInfo {
     pub trace: String,
     /// Trace transactions replayed (`None`: all of them, from the cache).
     pub transactions: Option<usize>,
@@ -77,7 +77,7 @@ pub struct DocumentInfo {
 }
 
 #[derive(Debug, Serialize)]
-pub struct StoreReport {
+pub(crate) struct StoreReport {
     pub params: ColdLoadArgs,
     pub document: DocumentInfo,
     pub yrs: YrsCost,
@@ -87,7 +87,7 @@ pub struct StoreReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct LoadReport {
+pub(crate) struct LoadReport {
     pub params: ColdLoadArgs,
     pub document: DocumentInfo,
     pub yrs: YrsCost,
@@ -109,12 +109,16 @@ pub struct LoadReport {
 
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum ColdLoadReport {
+pub(crate) enum ColdLoadReport {
     Store(StoreReport),
     Load(LoadReport),
 }
 
-pub async fn run(target: &Target, procs: &Procs, args: &ColdLoadArgs) -> Result<ColdLoadReport> {
+pub(crate) async fn run(
+    target: &Target,
+    procs: &Procs,
+    args: &ColdLoadArgs,
+) -> Result<ColdLoadReport> {
     let mut args = args.clone();
     if args.quick && args.max_txns.is_none() {
         args.max_txns = Some(2000);

@@ -19,20 +19,20 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One binary frame from the server, with any Hocuspocus prefix skipped.
-pub struct Frame {
+pub(crate) struct Frame {
     bytes: Bytes,
     offset: usize,
 }
 
 impl Frame {
     /// The y-websocket message.
-    pub fn body(&self) -> &[u8] {
+    pub(crate) fn body(&self) -> &[u8] {
         &self.bytes[self.offset..]
     }
 }
 
 /// One open connection to one document.
-pub struct Conn {
+pub(crate) struct Conn {
     ws: Ws,
     target: Target,
     prefix: Vec<u8>,
@@ -41,7 +41,7 @@ pub struct Conn {
 impl Conn {
     /// Upgrades, with Nagle off, and sends the server's greeting if it
     /// needs one (Hocuspocus auth).
-    pub async fn open(target: &Target, doc: &str) -> Result<Conn> {
+    pub(crate) async fn open(target: &Target, doc: &str) -> Result<Conn> {
         let url = target.url(doc);
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
@@ -63,7 +63,7 @@ impl Conn {
     }
 
     /// Sends one y-websocket message as one binary frame.
-    pub async fn send(&mut self, body: &[u8]) -> Result<()> {
+    pub(crate) async fn send(&mut self, body: &[u8]) -> Result<()> {
         let mut frame = Vec::with_capacity(self.prefix.len() + body.len());
         frame.extend_from_slice(&self.prefix);
         frame.extend_from_slice(body);
@@ -73,7 +73,7 @@ impl Conn {
 
     /// The next binary frame; `None` when the server closed the connection.
     /// Pings are answered by tungstenite while this is polled.
-    pub async fn recv(&mut self) -> Result<Option<Frame>> {
+    pub(crate) async fn recv(&mut self) -> Result<Option<Frame>> {
         loop {
             match self.ws.next().await {
                 None | Some(Ok(WsMessage::Close(_))) => return Ok(None),
@@ -93,7 +93,7 @@ impl Conn {
     /// The y-websocket handshake from the client's side: sends sync step 1
     /// with `state_vector`, answers the server's step 1 with `diff(sv)`, and
     /// returns the payload of the server's sync step 2.
-    pub async fn sync(
+    pub(crate) async fn sync(
         &mut self,
         state_vector: &[u8],
         mut diff: impl FnMut(&[u8]) -> Vec<u8>,
@@ -116,14 +116,14 @@ impl Conn {
     }
 
     /// The handshake of a client with an empty document.
-    pub async fn sync_empty(&mut self) -> Result<Vec<u8>> {
+    pub(crate) async fn sync_empty(&mut self) -> Result<Vec<u8>> {
         self.sync(wire::EMPTY_STATE_VECTOR, |_| wire::EMPTY_UPDATE.to_vec())
             .await
     }
 
     /// Sends a close frame and waits (bounded) for the server to answer, so
     /// that everything sent before it has been read by the server.
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         if self.ws.close(None).await.is_err() {
             return;
         }

@@ -40,7 +40,7 @@ use yrs::{Doc, ReadTxn, Text, Transact, Update};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args, Debug, Clone, Serialize)]
-pub struct FanoutArgs {
+pub(crate) struct FanoutArgs {
     /// Documents; each gets its own writers and readers.
     #[arg(long, default_value_t = 1)]
     pub docs: usize,
@@ -74,7 +74,7 @@ pub struct FanoutArgs {
 }
 
 impl FanoutArgs {
-    pub fn resolved(&self) -> FanoutArgs {
+    pub(crate) fn resolved(&self) -> FanoutArgs {
         if !self.quick {
             return self.clone();
         }
@@ -95,7 +95,7 @@ impl FanoutArgs {
 
 /// Readers of one group, and what they saw.
 #[derive(Debug, Serialize)]
-pub struct GroupReport {
+pub(crate) struct GroupReport {
     pub name: String,
     pub readers: usize,
     pub sampled_readers: usize,
@@ -107,7 +107,7 @@ pub struct GroupReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct FanoutReport {
+pub(crate) struct FanoutReport {
     pub params: FanoutArgs,
     pub groups: Vec<GroupReport>,
     /// Every group's samples together.
@@ -175,7 +175,7 @@ struct Sampled {
     doc: usize,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     writer_target: &Target,
     groups: &[(String, Target)],
     procs: &Procs,

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// GETs `path` from `base` (`http://HOST:PORT`); the body of a 200.
-pub async fn get(base: &str, path: &str) -> Result<String> {
+pub(crate) async fn get(base: &str, path: &str) -> Result<String> {
     let host = base
         .strip_prefix("http://")
         .context("only http:// is supported")?

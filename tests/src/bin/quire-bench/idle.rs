@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use yrs::{Text, Transact};
 
 #[derive(clap::Args, Debug, Clone, Serialize)]
-pub struct IdleArgs {
+pub(crate) struct IdleArgs {
     /// Connections in all, the writers of the documents included.
     #[arg(long, default_value_t = 3000)]
     pub connections: usize,
@@ -77,7 +77,7 @@ impl IdleArgs {
 }
 
 #[derive(Debug, Serialize)]
-pub struct IdleReport {
+pub(crate) struct IdleReport {
     pub params: IdleArgs,
     pub rss_start_mib: Option<f64>,
     pub rss_base_mib: Option<f64>,
@@ -96,7 +96,7 @@ pub struct IdleReport {
     pub dropped_connections: usize,
 }
 
-pub async fn run(target: &Target, procs: &Procs, args: &IdleArgs) -> Result<IdleReport> {
+pub(crate) async fn run(target: &Target, procs: &Procs, args: &IdleArgs) -> Result<IdleReport> {
     let args = args.resolved();
     let run_id = crate::run_id();
     let docs: Vec<String> = (0..args.docs)

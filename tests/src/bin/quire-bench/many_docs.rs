@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use yrs::{Text, Transact};
 
 #[derive(clap::Args, Debug, Clone, Serialize)]
-pub struct ManyDocsArgs {
+pub(crate) struct ManyDocsArgs {
     /// Documents to touch.
     #[arg(long, default_value_t = 10_000)]
     pub docs: usize,
@@ -54,7 +54,7 @@ impl ManyDocsArgs {
 
 /// One reading while the server sat idle.
 #[derive(Debug, Serialize)]
-pub struct Reading {
+pub(crate) struct Reading {
     pub t_seconds: f64,
     pub rss_mib: Option<f64>,
     /// `quire_documents_loaded` from Quire's `/metrics`.
@@ -62,7 +62,7 @@ pub struct Reading {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ManyDocsReport {
+pub(crate) struct ManyDocsReport {
     pub params: ManyDocsArgs,
     pub touch_seconds: f64,
     pub docs_per_sec: f64,
@@ -83,7 +83,11 @@ pub struct ManyDocsReport {
     pub recheck_ok: usize,
 }
 
-pub async fn run(target: &Target, procs: &Procs, args: &ManyDocsArgs) -> Result<ManyDocsReport> {
+pub(crate) async fn run(
+    target: &Target,
+    procs: &Procs,
+    args: &ManyDocsArgs,
+) -> Result<ManyDocsReport> {
     let args = args.resolved();
     let run_id = crate::run_id();
     let name = |i: usize| format!("bench-many-{run_id}-{i}");

@@ -9,7 +9,7 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 /// CPU seconds (user + system) and RSS of a set of processes, summed.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub cpu_seconds: f64,
     pub rss_kib: u64,
     #[serde(skip)]
@@ -17,24 +17,24 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn rss_mib(&self) -> f64 {
+    pub(crate) fn rss_mib(&self) -> f64 {
         self.rss_kib as f64 / 1024.0
     }
 }
 
 /// The processes of the server under test (several for a cluster).
 #[derive(Debug, Clone, Default)]
-pub struct Procs {
+pub(crate) struct Procs {
     pids: Vec<u32>,
 }
 
 impl Procs {
-    pub fn new(pids: Vec<u32>) -> Procs {
+    pub(crate) fn new(pids: Vec<u32>) -> Procs {
         Procs { pids }
     }
 
     /// `None` when no pid was given or a process is gone.
-    pub fn sample(&self) -> Option<Sample> {
+    pub(crate) fn sample(&self) -> Option<Sample> {
         if self.pids.is_empty() {
             return None;
         }
@@ -52,7 +52,7 @@ impl Procs {
     }
 
     /// This process (the load generator), to show it was not the bottleneck.
-    pub fn own() -> Option<Sample> {
+    pub(crate) fn own() -> Option<Sample> {
         sample_pid("self")
     }
 }
@@ -84,7 +84,7 @@ fn sample_pid(pid: &str) -> Option<Sample> {
 
 /// CPU used and memory before and after a measured window.
 #[derive(Debug, Clone, Serialize)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub cpu_seconds: f64,
     /// CPU seconds per wall-clock second (1.0 = one core busy).
     pub cpu_cores: f64,
@@ -93,7 +93,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    pub fn between(before: Option<Sample>, after: Option<Sample>) -> Option<Usage> {
+    pub(crate) fn between(before: Option<Sample>, after: Option<Sample>) -> Option<Usage> {
         let (before, after) = (before?, after?);
         let cpu_seconds = after.cpu_seconds - before.cpu_seconds;
         let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
@@ -106,7 +106,7 @@ impl Usage {
     }
 }
 
-pub fn round3(value: f64) -> f64 {
+pub(crate) fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 

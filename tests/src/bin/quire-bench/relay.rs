@@ -73,7 +73,7 @@ impl Rooms {
 }
 
 /// Serves until ctrl-c.
-pub async fn serve(listen: SocketAddr) -> Result<()> {
+pub(crate) async fn serve(listen: SocketAddr) -> Result<()> {
     let listener = TcpListener::bind(listen).await?;
     eprintln!("relay listening on ws://{}", listener.local_addr()?);
     let rooms = Arc::new(Rooms::default());

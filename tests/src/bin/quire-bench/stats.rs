@@ -4,7 +4,7 @@ use serde::Serialize;
 
 /// Percentiles of a set of latencies, in milliseconds (nearest rank).
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub count: usize,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -15,7 +15,7 @@ pub struct Percentiles {
 }
 
 /// Summarises latencies given in microseconds.
-pub fn percentiles(mut micros: Vec<u64>) -> Percentiles {
+pub(crate) fn percentiles(mut micros: Vec<u64>) -> Percentiles {
     if micros.is_empty() {
         return Percentiles::default();
     }

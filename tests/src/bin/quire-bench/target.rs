@@ -13,7 +13,7 @@ use serde::Serialize;
 /// Kinds of server `quire-bench` knows how to address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Flavor {
+pub(crate) enum Flavor {
     /// Quire: `/ws/{doc}`.
     Quire,
     /// `y-websocket`'s `bin/server.js`: the document is the whole path.
@@ -38,7 +38,7 @@ impl Flavor {
 
 /// How frames are wrapped on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// Plain y-websocket frames.
     Plain,
     /// Hocuspocus: varString document name, then the y-websocket message.
@@ -47,7 +47,7 @@ pub enum Framing {
 
 /// One server to measure.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// `ws://HOST:PORT`, no trailing slash.
     pub base: String,
     /// Path template with `{doc}` placeholders.
@@ -57,7 +57,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(base: &str, flavor: Flavor, path: Option<&str>) -> Target {
+    pub(crate) fn new(base: &str, flavor: Flavor, path: Option<&str>) -> Target {
         let base = base.trim_end_matches('/');
         let base = match base.strip_prefix("http://") {
             Some(rest) => format!("ws://{rest}"),
@@ -75,12 +75,12 @@ impl Target {
     }
 
     /// The upgrade URL of `doc` (names used by the bench need no escaping).
-    pub fn url(&self, doc: &str) -> String {
+    pub(crate) fn url(&self, doc: &str) -> String {
         format!("{}{}", self.base, self.path.replace("{doc}", doc))
     }
 
     /// `http://HOST:PORT` of the same server.
-    pub fn http_base(&self) -> String {
+    pub(crate) fn http_base(&self) -> String {
         match self.base.strip_prefix("ws://") {
             Some(rest) => format!("http://{rest}"),
             None => self.base.clone(),
@@ -88,7 +88,7 @@ impl Target {
     }
 
     /// What goes before every frame sent for `doc`.
-    pub fn prefix(&self, doc: &str) -> Vec<u8> {
+    pub(crate) fn prefix(&self, doc: &str) -> Vec<u8> {
         match self.framing {
             Framing::Plain => Vec::new(),
             Framing::Hocuspocus => {
@@ -100,7 +100,7 @@ impl Target {
     }
 
     /// Messages to send right after the upgrade, before sync step 1.
-    pub fn greeting(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn greeting(&self) -> Vec<Vec<u8>> {
         match self.framing {
             Framing::Plain => Vec::new(),
             Framing::Hocuspocus => {
@@ -116,7 +116,7 @@ impl Target {
     }
 
     /// Offset of the y-websocket message inside a frame from the server.
-    pub fn body_offset(&self, frame: &[u8]) -> Option<usize> {
+    pub(crate) fn body_offset(&self, frame: &[u8]) -> Option<usize> {
         match self.framing {
             Framing::Plain => Some(0),
             Framing::Hocuspocus => {

@@ -13,7 +13,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update};
 
 /// The root the trace is replayed into.
-pub const ROOT: &str = "text";
+pub(crate) const ROOT: &str = "text";
 
 #[derive(Deserialize)]
 struct Trace {
@@ -33,7 +33,7 @@ struct Txn {
 }
 
 /// A replayed trace: the document as one v1 update, and its text.
-pub struct Replayed {
+pub(crate) struct Replayed {
     pub update: Vec<u8>,
     pub text: String,
     pub transactions: usize,
@@ -43,7 +43,7 @@ pub struct Replayed {
 /// Replays the first `limit` transactions (all when `None`) of the trace
 /// at `path` (`.json` or `.json.gz`). A full replay must end at the trace's
 /// `endContent`.
-pub fn replay(path: &Path, limit: Option<usize>) -> Result<Replayed> {
+pub(crate) fn replay(path: &Path, limit: Option<usize>) -> Result<Replayed> {
     let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let json = if path.extension().is_some_and(|e| e == "gz") {
         let mut out = Vec::new();
@@ -104,14 +104,14 @@ pub fn replay(path: &Path, limit: Option<usize>) -> Result<Replayed> {
 /// and encoding the loaded document again (what a server answering sync
 /// step 1 from an empty client does on top).
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct YrsCost {
+pub(crate) struct YrsCost {
     pub decode_ms: f64,
     pub decode_apply_ms: f64,
     pub encode_ms: f64,
 }
 
 /// Medians over `runs` repetitions.
-pub fn yrs_cost(update: &[u8], runs: usize) -> Result<YrsCost> {
+pub(crate) fn yrs_cost(update: &[u8], runs: usize) -> Result<YrsCost> {
     let mut decode = Vec::new();
     let mut apply = Vec::new();
     let mut encode = Vec::new();
@@ -142,7 +142,7 @@ pub fn yrs_cost(update: &[u8], runs: usize) -> Result<YrsCost> {
 }
 
 /// The text of root [`ROOT`] after applying `update` to a fresh document.
-pub fn text_of(update: &[u8]) -> Result<String> {
+pub(crate) fn text_of(update: &[u8]) -> Result<String> {
     let doc = Doc::new();
     doc.transact_mut()
         .apply_update(Update::decode_v1(update)?)?;
@@ -151,7 +151,7 @@ pub fn text_of(update: &[u8]) -> Result<String> {
     Ok(text.get_string(&txn))
 }
 
-pub fn median_ms(mut times: Vec<Duration>) -> f64 {
+pub(crate) fn median_ms(mut times: Vec<Duration>) -> f64 {
     times.sort_unstable();
     let mid = times.get(times.len() / 2).copied().unwrap_or_default();
     (mid.as_secs_f64() * 1e6).round() / 1e3

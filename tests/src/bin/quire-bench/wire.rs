@@ -15,20 +15,20 @@
 //! directions; [`crate::target::Framing`] adds and strips it.
 
 /// Message type of sync messages.
-pub const MSG_SYNC: u64 = 0;
+pub(crate) const MSG_SYNC: u64 = 0;
 /// Message type of auth messages (Hocuspocus: token, authenticated, denied).
-pub const MSG_AUTH: u64 = 2;
-pub const SYNC_STEP_1: u64 = 0;
-pub const SYNC_STEP_2: u64 = 1;
-pub const SYNC_UPDATE: u64 = 2;
+pub(crate) const MSG_AUTH: u64 = 2;
+pub(crate) const SYNC_STEP_1: u64 = 0;
+pub(crate) const SYNC_STEP_2: u64 = 1;
+pub(crate) const SYNC_UPDATE: u64 = 2;
 
 /// A v1 state vector with no entries.
-pub const EMPTY_STATE_VECTOR: &[u8] = &[0];
+pub(crate) const EMPTY_STATE_VECTOR: &[u8] = &[0];
 /// A v1 update with no structs and no deletions.
-pub const EMPTY_UPDATE: &[u8] = &[0, 0];
+pub(crate) const EMPTY_UPDATE: &[u8] = &[0, 0];
 
 /// Appends `value` as a lib0 varUint.
-pub fn write_var(buf: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn write_var(buf: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         buf.push((value as u8 & 0x7f) | 0x80);
         value >>= 7;
@@ -37,23 +37,23 @@ pub fn write_var(buf: &mut Vec<u8>, mut value: u64) {
 }
 
 /// Appends a varUint length and the bytes.
-pub fn write_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn write_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     write_var(buf, bytes.len() as u64);
     buf.extend_from_slice(bytes);
 }
 
 /// Reads lib0 values off a byte slice; `None` when the input ends early.
-pub struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Cursor { buf, pos: 0 }
     }
 
-    pub fn var(&mut self) -> Option<u64> {
+    pub(crate) fn var(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = *self.buf.get(self.pos)?;
@@ -66,7 +66,7 @@ impl<'a> Cursor<'a> {
         None
     }
 
-    pub fn bytes(&mut self) -> Option<&'a [u8]> {
+    pub(crate) fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.var()?).ok()?;
         let end = self.pos.checked_add(len)?;
         let bytes = self.buf.get(self.pos..end)?;
@@ -75,14 +75,14 @@ impl<'a> Cursor<'a> {
     }
 
     /// Bytes read so far.
-    pub fn position(&self) -> usize {
+    pub(crate) fn position(&self) -> usize {
         self.pos
     }
 }
 
 /// A message from a server, borrowed from its frame.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Msg<'a> {
+pub(crate) enum Msg<'a> {
     SyncStep1(&'a [u8]),
     SyncStep2(&'a [u8]),
     Update(&'a [u8]),
@@ -91,7 +91,7 @@ pub enum Msg<'a> {
 }
 
 /// Parses one y-websocket message (without any Hocuspocus prefix).
-pub fn parse(body: &[u8]) -> Option<Msg<'_>> {
+pub(crate) fn parse(body: &[u8]) -> Option<Msg<'_>> {
     let mut cursor = Cursor::new(body);
     let kind = cursor.var()?;
     if kind != MSG_SYNC {
@@ -115,15 +115,15 @@ fn sync_message(sub: u64, payload: &[u8]) -> Vec<u8> {
     buf
 }
 
-pub fn sync_step1(state_vector: &[u8]) -> Vec<u8> {
+pub(crate) fn sync_step1(state_vector: &[u8]) -> Vec<u8> {
     sync_message(SYNC_STEP_1, state_vector)
 }
 
-pub fn sync_step2(update: &[u8]) -> Vec<u8> {
+pub(crate) fn sync_step2(update: &[u8]) -> Vec<u8> {
     sync_message(SYNC_STEP_2, update)
 }
 
-pub fn sync_update(update: &[u8]) -> Vec<u8> {
+pub(crate) fn sync_update(update: &[u8]) -> Vec<u8> {
     sync_message(SYNC_UPDATE, update)
 }
 
