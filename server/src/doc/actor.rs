@@ -94,7 +94,9 @@ pub(super) struct DocActor {
     /// Created on first subscription: its ring buffer would otherwise cost
     /// every loaded document more than the document itself.
     events: Option<broadcast::Sender<DocEvent>>,
-    peers: Option<PeerSync>,
+    /// Boxed: a single node's documents have none, and should not pay for
+    /// its room.
+    peers: Option<Box<PeerSync>>,
 }
 
 fn now_ms() -> i64 {
@@ -113,7 +115,7 @@ impl DocActor {
         let peers = env
             .cluster
             .clone()
-            .map(|cluster| PeerSync::new(cluster, name.clone(), actor_id, tombstone_ms));
+            .map(|cluster| Box::new(PeerSync::new(cluster, name.clone(), actor_id, tombstone_ms)));
         DocActor {
             name,
             actor_id,
@@ -155,7 +157,7 @@ impl DocActor {
             let mut idle_since = Some(Instant::now());
             loop {
                 let idle_deadline = idle_since.map(|t| t + self.env.settings.idle_unload);
-                let waiter_deadline = self.peers.as_ref().and_then(PeerSync::next_deadline);
+                let waiter_deadline = self.peers.as_ref().and_then(|peers| peers.next_deadline());
                 let flush_deadline = self.conns.flush_deadline();
                 tokio::select! {
                     command = rx.recv() => match command {
