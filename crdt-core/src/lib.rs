@@ -16,6 +16,7 @@ pub mod awareness;
 pub mod cluster;
 pub mod document;
 pub mod export;
+pub mod hocuspocus;
 mod nesting;
 pub mod protocol;
 pub mod state_vector;
