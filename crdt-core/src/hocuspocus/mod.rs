@@ -35,6 +35,8 @@
 //! compatible server implements), §5 (gotchas) and its appendix of captured
 //! frames, which the tests below decode and encode byte for byte.
 
+pub mod session;
+
 use crate::protocol::{self, Message, ProtocolError};
 use crate::state_vector::encode_state_vector;
 use crate::wire::{Reader, WireError, Writer};
@@ -493,6 +495,37 @@ pub fn prefix_y_websocket_frame(address: &Address<'_>, y_websocket_frame: &[u8])
     let mut frame = w.into_inner();
     frame.extend_from_slice(y_websocket_frame);
     frame
+}
+
+#[cfg(test)]
+impl ClientMessage<'_> {
+    /// The body a provider sends for this message (tests only: the server
+    /// never encodes client messages).
+    pub(crate) fn encode_body(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        match self {
+            ClientMessage::Sync(sync) => return Message::from(sync.clone()).encode(),
+            ClientMessage::Awareness(update) => return protocol::encode_awareness(update),
+            ClientMessage::QueryAwareness => return Message::QueryAwareness.encode(),
+            ClientMessage::Auth {
+                token,
+                provider_version,
+            } => {
+                w.write_var_u64(MSG_AUTH);
+                w.write_var_u64(AUTH_TOKEN);
+                w.write_var_string(token);
+                if let Some(version) = provider_version {
+                    w.write_var_string(version);
+                }
+            }
+            ClientMessage::Stateless(payload) => {
+                w.write_var_u64(MSG_STATELESS);
+                w.write_var_string(payload);
+            }
+            ClientMessage::Close => w.write_var_u64(MSG_CLOSE),
+        }
+        w.into_inner()
+    }
 }
 
 #[cfg(test)]

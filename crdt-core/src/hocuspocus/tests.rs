@@ -28,33 +28,7 @@ fn addr(raw: &str) -> Address<'_> {
 fn encode_client(address: &Address<'_>, message: &ClientMessage<'_>) -> Vec<u8> {
     let mut w = Writer::default();
     w.write_var_string(address.raw());
-    let mut out = w.into_inner();
-    let mut w = Writer::default();
-    match message {
-        ClientMessage::Sync(sync) => return [out, Message::from(sync.clone()).encode()].concat(),
-        ClientMessage::Awareness(update) => {
-            return [out, protocol::encode_awareness(update)].concat()
-        }
-        ClientMessage::QueryAwareness => return [out, Message::QueryAwareness.encode()].concat(),
-        ClientMessage::Auth {
-            token,
-            provider_version,
-        } => {
-            w.write_var_u64(MSG_AUTH);
-            w.write_var_u64(AUTH_TOKEN);
-            w.write_var_string(token);
-            if let Some(version) = provider_version {
-                w.write_var_string(version);
-            }
-        }
-        ClientMessage::Stateless(payload) => {
-            w.write_var_u64(MSG_STATELESS);
-            w.write_var_string(payload);
-        }
-        ClientMessage::Close => w.write_var_u64(MSG_CLOSE),
-    }
-    out.extend_from_slice(&w.into_inner());
-    out
+    [w.into_inner(), message.encode_body()].concat()
 }
 
 /// Test-only server decoder: what a provider reads.
