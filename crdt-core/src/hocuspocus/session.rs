@@ -122,7 +122,9 @@ pub enum Effect {
     Apply(Vec<u8>),
     /// A read-only SyncStep2: send `SyncStatus(true)` if the document already
     /// holds everything in it (structs and delete set), else
-    /// `SyncStatus(false)`; never apply it.
+    /// `SyncStatus(false)`; never apply it (`Document::contains_update_v1`).
+    /// One that does not decode ends the session with a CLOSE, as for
+    /// [`Effect::Apply`].
     AckIfContained(Vec<u8>),
     /// Apply an awareness update with y-protocols' clock rules, remember the
     /// client ids as this session's, broadcast the change to every session
