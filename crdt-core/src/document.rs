@@ -581,6 +581,28 @@ impl Document {
         }
     }
 
+    /// Whether the document already holds everything in a v1 update: every
+    /// struct at or below its state vector, and the update's delete set
+    /// within its own (Yjs `snapshotContainsUpdate`). A read-only Hocuspocus
+    /// session's SyncStep2 is acknowledged with this
+    /// ([`crate::hocuspocus::session::Effect::AckIfContained`]); a client
+    /// that synced a document with deletions repeats its whole delete set.
+    pub fn contains_update_v1(&self, bytes: &[u8]) -> Result<bool, DocumentError> {
+        validate::validate_update_v1(bytes, &self.limits)?;
+        let update = decode_validated(bytes)?;
+        let snapshot = self.doc.transact().snapshot();
+        let structs_held = update.insertions(true).iter().all(|(client, ranges)| {
+            let have = snapshot.state_map.get(client);
+            ranges.iter().all(|range| range.end <= have)
+        });
+        let deletions_held = update
+            .delete_set()
+            .diff(&snapshot.delete_set)
+            .iter()
+            .all(|(_, ranges)| ranges.iter().all(|range| range.is_empty()));
+        Ok(structs_held && deletions_held)
+    }
+
     /// This node's state for cluster healing: the state vector and a digest
     /// of the delete set (deletions do not advance a state vector).
     pub fn peer_state(&self, updated_at_ms: u64) -> crate::cluster::PeerState {
@@ -716,6 +738,63 @@ mod tests {
         assert_eq!(doc.apply_update_v1(&deletion), Ok(true));
         assert_eq!(doc.apply_update_v1(&deletion), Ok(false));
         assert_eq!(doc.root_text("t").as_deref(), Some("bc"));
+    }
+
+    /// The read-only SyncStep2 check of the Hocuspocus dialect.
+    #[test]
+    fn contains_update_is_yjs_snapshot_contains_update() {
+        let mut doc = Document::new();
+        let update = typed("abc");
+        doc.apply_update_v1(&update).expect("valid");
+
+        let client = Doc::new();
+        client
+            .transact_mut()
+            .apply_update(Update::decode_v1(&update).expect("decodes"))
+            .expect("applies");
+        let text = client.get_or_insert_text("t");
+        let deletion = {
+            let mut txn = client.transact_mut();
+            text.remove_range(&mut txn, 0, 1);
+            txn.encode_update_v1()
+        };
+        let client_state = client
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            ("the empty update 00 00", vec![0, 0], true),
+            ("an update it applied", update.clone(), true),
+            ("its own whole state", doc.encode_state_v1(), true),
+            ("a struct it lacks", typed("new"), false),
+            ("a deletion it lacks", deletion.clone(), false),
+            (
+                "a client state with that deletion",
+                client_state.clone(),
+                false,
+            ),
+        ];
+        for (name, bytes, expected) in &cases {
+            assert_eq!(
+                doc.contains_update_v1(bytes),
+                Ok(*expected),
+                "before: {name}"
+            );
+        }
+        doc.apply_update_v1(&deletion).expect("valid");
+        assert_eq!(
+            doc.contains_update_v1(&deletion),
+            Ok(true),
+            "deletion applied"
+        );
+        assert_eq!(
+            doc.contains_update_v1(&client_state),
+            Ok(true),
+            "whole delete set"
+        );
+        let before = doc.encode_state_v1();
+        assert!(doc.contains_update_v1(&[0, 2, 5]).is_err(), "malformed");
+        assert_eq!(doc.encode_state_v1(), before, "never applies");
     }
 
     #[test]

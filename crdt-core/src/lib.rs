@@ -4,7 +4,9 @@
 //! codecs ([`protocol`], [`awareness`], [`state_vector`]), a document that
 //! accepts untrusted updates ([`Document`], guarded by [`validate`] and a
 //! bound on how deeply shared types nest), exports ([`export`]) and the
-//! node-to-node messages of a cluster ([`cluster`]). `docs/fuzzing.md` says
+//! node-to-node messages of a cluster ([`cluster`]). The Hocuspocus dialect
+//! ([`hocuspocus`]) wraps the same sync and awareness bodies in an address
+//! and adds a per-document session state machine. `docs/fuzzing.md` says
 //! what each guard stops.
 //!
 //! **Architecture invariant:** this crate never depends on tokio, axum, sled or
@@ -16,6 +18,7 @@ pub mod awareness;
 pub mod cluster;
 pub mod document;
 pub mod export;
+pub mod hocuspocus;
 mod nesting;
 pub mod protocol;
 pub mod state_vector;
