@@ -645,6 +645,23 @@ mod tests {
     use super::*;
     use yrs::{GetString, Map, Text};
 
+    /// A client holding `update` that deletes the first character of "t":
+    /// the client and that deletion.
+    fn delete_first_char(update: &[u8]) -> (Doc, Vec<u8>) {
+        let client = Doc::new();
+        client
+            .transact_mut()
+            .apply_update(Update::decode_v1(update).expect("decodes"))
+            .expect("applies");
+        let text = client.get_or_insert_text("t");
+        let deletion = {
+            let mut txn = client.transact_mut();
+            text.remove_range(&mut txn, 0, 1);
+            txn.encode_update_v1()
+        };
+        (client, deletion)
+    }
+
     fn typed(text: &str) -> Vec<u8> {
         let doc = Doc::new();
         let t = doc.get_or_insert_text("t");
@@ -724,17 +741,7 @@ mod tests {
         assert_eq!(doc.apply_update_v1(&update), Ok(false));
         assert_eq!(doc.apply_update_v1(&doc.encode_state_v1()), Ok(false));
 
-        let client = Doc::new();
-        client
-            .transact_mut()
-            .apply_update(Update::decode_v1(&update).expect("decodes"))
-            .expect("applies");
-        let text = client.get_or_insert_text("t");
-        let deletion = {
-            let mut txn = client.transact_mut();
-            text.remove_range(&mut txn, 0, 1);
-            txn.encode_update_v1()
-        };
+        let (_client, deletion) = delete_first_char(&update);
         assert_eq!(doc.apply_update_v1(&deletion), Ok(true));
         assert_eq!(doc.apply_update_v1(&deletion), Ok(false));
         assert_eq!(doc.root_text("t").as_deref(), Some("bc"));
@@ -747,17 +754,7 @@ mod tests {
         let update = typed("abc");
         doc.apply_update_v1(&update).expect("valid");
 
-        let client = Doc::new();
-        client
-            .transact_mut()
-            .apply_update(Update::decode_v1(&update).expect("decodes"))
-            .expect("applies");
-        let text = client.get_or_insert_text("t");
-        let deletion = {
-            let mut txn = client.transact_mut();
-            text.remove_range(&mut txn, 0, 1);
-            txn.encode_update_v1()
-        };
+        let (client, deletion) = delete_first_char(&update);
         let client_state = client
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
