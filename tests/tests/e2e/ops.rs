@@ -127,12 +127,7 @@ impl Sse {
             "GET {path}: {}",
             response.status()
         );
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type = crate::support::content_type(&response);
         ensure!(
             content_type.starts_with("text/event-stream"),
             "GET {path}: content-type {content_type:?}"

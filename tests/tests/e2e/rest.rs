@@ -557,12 +557,7 @@ async fn every_refusal_has_its_documented_status_and_a_json_error() -> Result<()
     for (call, expected) in &cases {
         let response = call.send(&admin).await?;
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type = crate::support::content_type(&response);
         let has_request_id = response.headers().contains_key("x-request-id");
         let allow = response.headers().get("allow").cloned();
         let body = response.text().await?;

@@ -73,6 +73,16 @@ pub(crate) fn state_vector(doc: &Doc) -> StateVector {
     doc.transact().state_vector()
 }
 
+/// A response's `content-type`, or "" without one.
+pub(crate) fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 pub(crate) fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
