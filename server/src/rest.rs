@@ -407,6 +407,10 @@ pub async fn post_update(
     Body(body): Body,
 ) -> Result<StatusCode, AppError> {
     access.require_write(&name)?;
+    // Refused before anything is loaded: storage could not keep it.
+    if !app.store.is_healthy() {
+        return Err(AppError::StorageUnavailable);
+    }
     // Decode before anything is created, so garbage creates no document.
     crdt_core::decode_update_v1(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
     app.registry
@@ -421,6 +425,7 @@ pub async fn post_update(
         .map_err(|e| match e {
             crate::doc::ApplyError::TooLarge { .. } => AppError::PayloadTooLarge(e.to_string()),
             crate::doc::ApplyError::Document(_) => AppError::BadRequest(e.to_string()),
+            crate::doc::ApplyError::StorageUnavailable => AppError::StorageUnavailable,
         })?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -444,6 +449,9 @@ pub async fn delete(
     DocPath(name): DocPath,
 ) -> Result<StatusCode, AppError> {
     app.auth.require_admin(&access)?;
+    if !app.store.is_healthy() {
+        return Err(AppError::StorageUnavailable);
+    }
     if app.registry.delete(&name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
