@@ -268,3 +268,35 @@ async fn with_flush_interval_0_no_client_sees_an_update_the_server_did_not_store
     drop(fs);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_shutdown_that_cannot_persist_a_document_names_it_and_exits_non_zero() -> Result<()> {
+    let fs = Tmpfs::mount("4m")?;
+    let mut server = TestServer::start_in(fs.path(), ["--flush-interval-ms", "20"]).await?;
+    let rest = Rest::new(&server);
+    let doc = "faults/unsaved";
+    let writer = server.client(doc).await?;
+    fs.fill()?;
+    let mut sent = 0;
+    while readyz(&rest).await? == 200 {
+        append(&writer, "t", "u");
+        sent += 1;
+        ensure!(sent < 500, "storage never failed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Still full: the document's last edits cannot be written.
+    let status = server.terminate().await?;
+    let logs = server.logs();
+    ensure!(
+        !status.success(),
+        "exited 0 with a document unsaved:\n{logs}"
+    );
+    ensure!(
+        logs.lines()
+            .any(|l| l.contains("document NOT persisted") && l.contains(doc)),
+        "the unsaved document is not named:\n{logs}"
+    );
+    drop(server);
+    drop(fs);
+    Ok(())
+}
