@@ -397,7 +397,7 @@ pub async fn snapshot(
         (status = 403, description = "Token is read-only or does not cover the document", body = ErrorBody),
         (status = 413, description = "Body over --max-message-bytes, or the document would grow past --max-doc-bytes", body = ErrorBody),
         (status = 500, description = "Storage failed; the detail is in the log under request_id", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 503, description = "Shutting down, or storage is failing (then with Retry-After; nothing was applied or relayed)", body = ErrorBody),
     ))]
 /// `POST /api/docs/{doc}/updates`: a v1 update, applied, persisted, relayed.
 pub async fn post_update(
@@ -440,7 +440,7 @@ pub async fn post_update(
         (status = 403, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "No such document", body = ErrorBody),
         (status = 500, description = "Storage failed; the detail is in the log under request_id", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 503, description = "Shutting down, or storage is failing (then with Retry-After)", body = ErrorBody),
     ))]
 /// `DELETE /api/docs/{doc}`: closes its connections (4404) and removes it.
 pub async fn delete(
