@@ -16,6 +16,9 @@ use axum::Json;
 /// What an internal error shows its client, whatever went wrong.
 pub const INTERNAL_ERROR_MESSAGE: &str = "internal error";
 
+/// `Retry-After` of a write refused while storage fails, in seconds.
+const STORAGE_RETRY_AFTER_SECS: &str = "5";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("invalid document name: {0}")]
@@ -36,6 +39,10 @@ pub enum AppError {
     Unavailable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Storage is failing: writes are refused until it recovers (503 with
+    /// `Retry-After`).
+    #[error("storage unavailable, retry")]
+    StorageUnavailable,
     /// Storage, I/O, a bug: the text is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -55,7 +62,9 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,6 +115,7 @@ impl From<OpenError> for AppError {
         match e {
             OpenError::NotFound => AppError::NotFound("document not found".into()),
             OpenError::ShuttingDown => AppError::Unavailable(e.to_string()),
+            OpenError::Store(crate::store::StoreError::Unavailable) => AppError::StorageUnavailable,
             OpenError::Store(_) | OpenError::Corrupt(_) => AppError::Internal(e.to_string()),
         }
     }
@@ -126,11 +136,19 @@ impl IntoResponse for AppError {
             return response;
         }
         tracing::debug!(error = %self, status = status.as_u16(), "request rejected");
-        (
+        let mut response = (
             status,
             Json(serde_json::json!({ "error": self.to_string() })),
         )
-            .into_response()
+            .into_response();
+        if let AppError::StorageUnavailable = self {
+            // About when storage's probe backoff tries again at its slowest.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(STORAGE_RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
@@ -158,6 +176,24 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, serde_json::json!({ "error": "internal error" }));
+    }
+
+    #[tokio::test]
+    async fn a_write_storage_cannot_take_is_503_with_retry_after() {
+        let response = AppError::StorageUnavailable.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("5")
+        );
+        let (_, body) = body_of(AppError::StorageUnavailable).await;
+        assert_eq!(
+            body,
+            serde_json::json!({ "error": "storage unavailable, retry" })
+        );
     }
 
     #[tokio::test]

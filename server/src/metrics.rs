@@ -25,6 +25,8 @@ struct Handles {
     redis_published: Counter,
     redis_received: Counter,
     redis_resyncs: Counter,
+    storage_healthy: Gauge,
+    storage_failures: Counter,
 }
 
 static HANDLES: OnceLock<Handles> = OnceLock::new();
@@ -57,6 +59,8 @@ fn handles() -> &'static Handles {
             redis_published: metrics::counter!("quire_redis_published_total"),
             redis_received: metrics::counter!("quire_redis_received_total"),
             redis_resyncs: metrics::counter!("quire_redis_resyncs_total"),
+            storage_healthy: metrics::gauge!("quire_storage_healthy"),
+            storage_failures: metrics::counter!("quire_storage_failures_total"),
         }
     })
 }
@@ -76,6 +80,14 @@ fn describe() {
         "WebSocket bytes received"
     );
     describe_counter!("quire_frames_sent_total", "WebSocket frames sent");
+    describe_gauge!(
+        "quire_storage_healthy",
+        "1 while storage accepts writes, 0 while it is failing (updates are refused)"
+    );
+    describe_counter!(
+        "quire_storage_failures_total",
+        "Times storage started failing (each outage counts once)"
+    );
     describe_counter!(
         "quire_bytes_sent_total",
         Unit::Bytes,
@@ -100,6 +112,7 @@ pub fn init() {
     let h = handles();
     // Touch the labelled counters so they show up at zero.
     h.connections.increment(0.0);
+    h.storage_failures.increment(0);
 }
 
 /// The Prometheus text exposition of every metric.
@@ -169,4 +182,17 @@ pub fn redis_received() {
 
 pub fn redis_resync() {
     handles().redis_resyncs.increment(1);
+}
+
+pub fn storage_healthy(healthy: bool) {
+    handles()
+        .storage_healthy
+        .set(if healthy { 1.0 } else { 0.0 });
+}
+
+/// Storage started failing: one outage, however many writes it refuses.
+pub fn storage_failed() {
+    let h = handles();
+    h.storage_failures.increment(1);
+    h.storage_healthy.set(0.0);
 }

@@ -397,7 +397,7 @@ pub async fn snapshot(
         (status = 403, description = "Token is read-only or does not cover the document", body = ErrorBody),
         (status = 413, description = "Body over --max-message-bytes, or the document would grow past --max-doc-bytes", body = ErrorBody),
         (status = 500, description = "Storage failed; the detail is in the log under request_id", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 503, description = "Shutting down, or storage is failing (then with Retry-After; nothing was applied or relayed)", body = ErrorBody),
     ))]
 /// `POST /api/docs/{doc}/updates`: a v1 update, applied, persisted, relayed.
 pub async fn post_update(
@@ -407,6 +407,10 @@ pub async fn post_update(
     Body(body): Body,
 ) -> Result<StatusCode, AppError> {
     access.require_write(&name)?;
+    // Refused before anything is loaded: storage could not keep it.
+    if !app.store.is_healthy() {
+        return Err(AppError::StorageUnavailable);
+    }
     // Decode before anything is created, so garbage creates no document.
     crdt_core::decode_update_v1(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
     app.registry
@@ -421,6 +425,7 @@ pub async fn post_update(
         .map_err(|e| match e {
             crate::doc::ApplyError::TooLarge { .. } => AppError::PayloadTooLarge(e.to_string()),
             crate::doc::ApplyError::Document(_) => AppError::BadRequest(e.to_string()),
+            crate::doc::ApplyError::StorageUnavailable => AppError::StorageUnavailable,
         })?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -435,7 +440,7 @@ pub async fn post_update(
         (status = 403, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "No such document", body = ErrorBody),
         (status = 500, description = "Storage failed; the detail is in the log under request_id", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 503, description = "Shutting down, or storage is failing (then with Retry-After)", body = ErrorBody),
     ))]
 /// `DELETE /api/docs/{doc}`: closes its connections (4404) and removes it.
 pub async fn delete(
@@ -444,6 +449,9 @@ pub async fn delete(
     DocPath(name): DocPath,
 ) -> Result<StatusCode, AppError> {
     app.auth.require_admin(&access)?;
+    if !app.store.is_healthy() {
+        return Err(AppError::StorageUnavailable);
+    }
     if app.registry.delete(&name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -41,6 +41,12 @@ pub enum ServeError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
+    /// Shutdown while storage failed: these documents' latest changes are
+    /// lost (each is logged by name).
+    #[error("{documents} document(s) could not be persisted before exit")]
+    Unpersisted { documents: usize },
+    #[error("final storage flush failed: {0}")]
+    FinalFlush(StoreError),
 }
 
 #[derive(utoipa::OpenApi)]
@@ -170,6 +176,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
 
     let tracker = TaskTracker::new();
     let registry = Registry::new(store.clone(), &config, tracker.clone(), shutdown.clone());
+    registry.persist_on_recovery();
     let cluster = match &config.redis_url {
         Some(url) => {
             let cluster = Cluster::start(
@@ -227,6 +234,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
         tokio::time::sleep(grace).await;
         stop.cancel();
     });
+    let registry = state.registry.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     // Every frame is latency-sensitive (keystrokes): no Nagle delay. Writes
     // are already batched per burst by each connection's writer.
@@ -242,10 +250,23 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     tracing::info!("closing sockets and flushing documents");
     tracker.close();
     tracker.wait().await;
-    if let Err(e) = store.shutdown().await {
-        tracing::error!(error = %e, "final flush failed");
-    }
+    let flushed = store.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    // An exit status of 0 says everything is on disk: only then.
+    let unpersisted = registry.unpersisted();
+    if unpersisted > 0 {
+        tracing::error!(
+            documents = unpersisted,
+            "stopped with documents not persisted (named above)"
+        );
+        return Err(ServeError::Unpersisted {
+            documents: unpersisted,
+        });
+    }
+    if let Err(e) = flushed {
+        tracing::error!(error = %e, "final flush failed");
+        return Err(ServeError::FinalFlush(e));
+    }
     tracing::info!("stopped");
     Ok(())
 }

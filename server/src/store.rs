@@ -7,16 +7,23 @@
 //! commit: appends are written to sled at once and `flush`ed (fsync) when the
 //! oldest unflushed one is `--flush-interval-ms` old.
 //!
+//! When a write or flush fails, the thread marks storage unhealthy (an
+//! atomic the hot path reads), refuses writes without touching sled, and
+//! probes in the background with backoff. sled stays failed after an I/O
+//! error, so each probe reopens it from what is on disk; when a probe's
+//! write and flush succeed, storage is healthy again and the registry has
+//! every loaded document persist its whole state (see `doc::registry`).
+//!
 //! The key layout is described once, in ARCHITECTURE.md ("Storage layout");
 //! change it there together with the `*_key` functions below.
 
 use crate::names::DocName;
 use bytes::Bytes;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// Bound of the request queue; senders wait when it is full.
 const QUEUE: usize = 4096;
@@ -29,6 +36,42 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage has shut down")]
     Closed,
+    /// Storage failed and has not recovered yet: the write was not made.
+    #[error("storage is unavailable; retry later")]
+    Unavailable,
+}
+
+/// The first probe after a failure comes this soon; each later one waits
+/// twice as long as the one before, up to [`PROBE_MAX`].
+const PROBE_FIRST: Duration = Duration::from_millis(100);
+const PROBE_MAX: Duration = Duration::from_secs(5);
+/// How often a failure that lasts is logged again.
+const REMINDER_EVERY: Duration = Duration::from_secs(30);
+
+/// How long to wait before probe number `attempt` (0 for the first).
+fn probe_delay(attempt: u32) -> Duration {
+    PROBE_FIRST
+        .checked_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
+        .map_or(PROBE_MAX, |d| d.min(PROBE_MAX))
+}
+
+/// Whether a failure still going on is worth another log line, this long
+/// after the last one: one line when it starts, then one per
+/// [`REMINDER_EVERY`], never one per failed write.
+fn reminder_due(since_last_line: Duration) -> bool {
+    since_last_line >= REMINDER_EVERY
+}
+
+/// What the storage thread and every [`Store`] handle share.
+struct Health {
+    /// Read on every update (an atomic load, no round trip).
+    healthy: AtomicBool,
+    /// How many times storage has started failing: a document that
+    /// persisted its whole state at count N holds nothing storage lost
+    /// unless the count moved since.
+    outages: AtomicU64,
+    /// Health changes, for whoever reacts to recovery.
+    changes: watch::Sender<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,6 +148,8 @@ enum Op {
         snapshot: Snapshot,
         through_seq: u64,
         meta: DocMeta,
+        /// Reply only once flushed.
+        durable: bool,
         done: Reply<()>,
     },
     Delete {
@@ -143,7 +188,7 @@ enum Op {
 #[derive(Clone)]
 pub struct Store {
     tx: flume::Sender<Op>,
-    healthy: Arc<AtomicBool>,
+    health: Arc<Health>,
 }
 
 pub struct StoreOptions {
@@ -157,16 +202,20 @@ impl Store {
         path: &Path,
         options: StoreOptions,
     ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_bytes)
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_db(path, options.cache_bytes)?;
         let (tx, rx) = flume::bounded(QUEUE);
-        let healthy = Arc::new(AtomicBool::new(true));
+        let health = Arc::new(Health {
+            healthy: AtomicBool::new(true),
+            outages: AtomicU64::new(0),
+            changes: watch::Sender::new(true),
+        });
+        crate::metrics::storage_healthy(true);
         let worker = Worker {
-            db,
-            healthy: healthy.clone(),
+            db: Some(db),
+            path: path.to_path_buf(),
+            cache_bytes: options.cache_bytes,
+            health: health.clone(),
+            fault: None,
             flush_interval: options.flush_interval,
             dirty_since: None,
             waiters: Vec::new(),
@@ -176,12 +225,22 @@ impl Store {
             .name("quire-store".into())
             .spawn(move || worker.run(rx))
             .map_err(|e| StoreError::Corrupt(format!("cannot start storage thread: {e}")))?;
-        Ok((Store { tx, healthy }, thread))
+        Ok((Store { tx, health }, thread))
     }
 
-    /// False after a write or flush failed, until one succeeds again.
+    /// False from a failed write or flush until a probe succeeds again.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.health.healthy.load(Ordering::Acquire)
+    }
+
+    /// How many times storage has started failing since it opened.
+    pub fn outages(&self) -> u64 {
+        self.health.outages.load(Ordering::Acquire)
+    }
+
+    /// Every change of [`Store::is_healthy`].
+    pub fn health_changes(&self) -> watch::Receiver<bool> {
+        self.health.changes.subscribe()
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
@@ -231,7 +290,8 @@ impl Store {
         .await
     }
 
-    /// Replaces the snapshot and drops the log up to `through_seq`, atomically.
+    /// Replaces the snapshot and drops the log up to `through_seq`,
+    /// atomically; on disk at the next group commit.
     pub async fn compact(
         &self,
         doc: DocName,
@@ -244,6 +304,28 @@ impl Store {
             snapshot,
             through_seq,
             meta,
+            durable: false,
+            done,
+        })
+        .await
+    }
+
+    /// Like [`Store::compact`], and returns once it is on disk: what a
+    /// document that must not lose its state (leaving memory, or after
+    /// storage recovered) waits for.
+    pub async fn compact_durable(
+        &self,
+        doc: DocName,
+        snapshot: Snapshot,
+        through_seq: u64,
+        meta: DocMeta,
+    ) -> Result<(), StoreError> {
+        self.call(|done| Op::Compact {
+            doc,
+            snapshot,
+            through_seq,
+            meta,
+            durable: true,
             done,
         })
         .await
@@ -351,13 +433,38 @@ fn log_key(doc: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+/// What a probe writes (and flushes) to learn whether storage works again.
+const PROBE_KEY: &[u8] = b"probe";
+
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .flush_every_ms(None)
+        .open()
+}
+
+/// Storage is failing: since when, and when the next probe is.
+struct Fault {
+    since: Instant,
+    probes: u32,
+    next_probe: Instant,
+    /// When the failure was last logged.
+    last_line: Instant,
+}
+
 struct Worker {
-    db: sled::Db,
-    healthy: Arc<AtomicBool>,
+    /// None after a reopen failed, until a probe opens it again.
+    db: Option<sled::Db>,
+    path: PathBuf,
+    cache_bytes: u64,
+    health: Arc<Health>,
+    /// Some while storage is failing: writes are refused without touching sled.
+    fault: Option<Fault>,
     flush_interval: Duration,
     /// When the oldest write not yet flushed happened.
     dirty_since: Option<Instant>,
-    /// Callers waiting for their append to be on disk.
+    /// Callers waiting for their write to be on disk.
     waiters: Vec<Reply<()>>,
     /// Appends not yet written to sled: one batch per flush window rather
     /// than one per keystroke (each write wakes sled's I/O threads). Written
@@ -368,9 +475,13 @@ struct Worker {
 impl Worker {
     fn run(mut self, rx: flume::Receiver<Op>) {
         loop {
-            let next = match self.dirty_since {
+            let deadline = match &self.fault {
+                Some(fault) => Some(fault.next_probe),
+                None => self.dirty_since.map(|since| since + self.flush_interval),
+            };
+            let next = match deadline {
                 None => rx.recv().map_err(|_| flume::RecvTimeoutError::Disconnected),
-                Some(since) => rx.recv_deadline(since + self.flush_interval),
+                Some(deadline) => rx.recv_deadline(deadline),
             };
             match next {
                 Ok(Op::Shutdown { reply }) => {
@@ -380,7 +491,11 @@ impl Worker {
                 }
                 Ok(op) => self.handle(op),
                 Err(flume::RecvTimeoutError::Timeout) => {
-                    let _ = self.flush();
+                    if self.fault.is_some() {
+                        self.probe();
+                    } else {
+                        let _ = self.flush();
+                    }
                     continue;
                 }
                 Err(flume::RecvTimeoutError::Disconnected) => {
@@ -389,7 +504,7 @@ impl Worker {
                 }
             }
             // Someone waits for durability: flush once the queue is drained,
-            // so one fsync covers every append that arrived meanwhile.
+            // so one fsync covers every write that arrived meanwhile.
             let due = self
                 .dirty_since
                 .is_some_and(|since| since.elapsed() >= self.flush_interval);
@@ -403,48 +518,126 @@ impl Worker {
         self.dirty_since.get_or_insert_with(Instant::now);
     }
 
-    fn record<T>(&self, result: Result<T, sled::Error>) -> Result<T, StoreError> {
+    /// sled, unless storage is failing.
+    fn writable(&self) -> Result<&sled::Db, StoreError> {
+        match (&self.fault, &self.db) {
+            (None, Some(db)) => Ok(db),
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+
+    /// sled for a read, which is tried even while writes fail.
+    fn readable(&self) -> Result<&sled::Db, StoreError> {
+        self.db.as_ref().ok_or(StoreError::Unavailable)
+    }
+
+    /// Passes a request's result on; a sled error starts an outage.
+    fn observe<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Sled(e)) = &result {
+            let error = e.to_string();
+            self.fail(&error);
+        }
+        result
+    }
+
+    fn fail(&mut self, error: &str) {
+        // What was batched or awaited went with the failed write. The
+        // documents still hold it in memory and persist their whole state
+        // when storage recovers.
+        self.pending = None;
+        self.dirty_since = None;
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err(StoreError::Unavailable));
+        }
+        if self.fault.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        self.fault = Some(Fault {
+            since: now,
+            probes: 0,
+            next_probe: now + probe_delay(0),
+            last_line: now,
+        });
+        self.health.outages.fetch_add(1, Ordering::AcqRel);
+        self.health.healthy.store(false, Ordering::Release);
+        self.health.changes.send_replace(false);
+        crate::metrics::storage_failed();
+        tracing::error!(
+            error,
+            "storage failed: document updates are refused until a probe write succeeds"
+        );
+    }
+
+    /// One recovery attempt: reopen sled (it stays failed after an I/O
+    /// error) and write and flush the probe key.
+    fn probe(&mut self) {
+        let Some(mut fault) = self.fault.take() else {
+            return;
+        };
+        fault.probes += 1;
+        // The old handle goes first: sled locks its directory.
+        self.db = None;
+        let result = open_db(&self.path, self.cache_bytes).map(|db| {
+            let written = db
+                .insert(PROBE_KEY, &now_ms().to_be_bytes()[..])
+                .and_then(|_| db.flush());
+            // Kept either way: reads may still work.
+            self.db = Some(db);
+            written
+        });
         match result {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                self.healthy.store(false, Ordering::Relaxed);
-                tracing::error!(error = %e, "storage write failed");
-                Err(e.into())
+            Ok(Ok(_)) => {
+                self.health.healthy.store(true, Ordering::Release);
+                self.health.changes.send_replace(true);
+                crate::metrics::storage_healthy(true);
+                tracing::info!(
+                    outage_ms = fault.since.elapsed().as_millis() as u64,
+                    probes = fault.probes,
+                    "storage recovered: accepting updates; loaded documents persist their whole state"
+                );
+            }
+            Ok(Err(e)) | Err(e) => {
+                let now = Instant::now();
+                fault.next_probe = now + probe_delay(fault.probes);
+                if reminder_due(now - fault.last_line) {
+                    fault.last_line = now;
+                    tracing::warn!(
+                        error = %e,
+                        failing_for_secs = fault.since.elapsed().as_secs(),
+                        probes = fault.probes,
+                        "storage still failing; document updates are still refused"
+                    );
+                }
+                self.fault = Some(fault);
             }
         }
     }
 
     /// Writes the appends batched so far (not yet durable).
     fn write_pending(&mut self) -> Result<(), StoreError> {
-        match self.pending.take() {
-            Some(batch) => {
-                let result = self.db.apply_batch(batch);
-                self.record(result)
-            }
-            None => Ok(()),
-        }
+        let Some(batch) = self.pending.take() else {
+            return Ok(());
+        };
+        let result = self
+            .writable()
+            .and_then(|db| db.apply_batch(batch).map_err(StoreError::from));
+        self.observe(result)
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let result = match self.write_pending() {
-            Ok(()) => self.db.flush().map(|_| ()).map_err(StoreError::from),
-            Err(e) => Err(e),
-        };
+        let result = self.write_pending().and_then(|()| {
+            self.writable()
+                .and_then(|db| db.flush().map(|_| ()).map_err(StoreError::from))
+        });
+        let result = self.observe(result);
         self.dirty_since = None;
-        let ok = result.is_ok();
-        if ok {
-            self.healthy.store(true, Ordering::Relaxed);
-        } else {
-            self.healthy.store(false, Ordering::Relaxed);
-            tracing::error!("storage flush failed");
-        }
         crate::metrics::flushed(started.elapsed());
         for waiter in self.waiters.drain(..) {
-            let _ = waiter.send(if ok {
-                Ok(())
-            } else {
-                Err(StoreError::Corrupt("flush failed".into()))
+            let _ = waiter.send(match &result {
+                Ok(()) => Ok(()),
+                Err(_) => Err(StoreError::Unavailable),
             });
         }
         result
@@ -452,7 +645,7 @@ impl Worker {
 
     fn handle(&mut self, op: Op) {
         if !matches!(op, Op::Append { .. }) {
-            // Errors are recorded (readiness) and reported at the next flush.
+            // A failure starts an outage, which the request below sees.
             let _ = self.write_pending();
         }
         match op {
@@ -463,6 +656,14 @@ impl Worker {
                 meta,
                 flushed,
             } => {
+                if self.fault.is_some() {
+                    // Not written: the document holds the update in memory
+                    // and writes its whole state when storage recovers.
+                    if let Some(flushed) = flushed {
+                        let _ = flushed.send(Err(StoreError::Unavailable));
+                    }
+                    return;
+                }
                 let batch = self.pending.get_or_insert_with(sled::Batch::default);
                 batch.insert(log_key(doc.as_str(), seq), update.as_ref());
                 batch.insert(meta_key(doc.as_str()), &meta.encode()[..]);
@@ -476,11 +677,25 @@ impl Worker {
                 snapshot,
                 through_seq,
                 meta,
+                durable,
                 done,
             } => {
-                let result = self.compact(&doc, snapshot, through_seq, meta);
-                self.mark_dirty();
-                let _ = done.send(result);
+                let result = self
+                    .writable()
+                    .and_then(|db| compact(db, &doc, snapshot, through_seq, meta));
+                match self.observe(result) {
+                    Ok(()) => {
+                        self.mark_dirty();
+                        if durable {
+                            self.waiters.push(done);
+                        } else {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e));
+                    }
+                }
             }
             Op::Delete {
                 doc,
@@ -488,15 +703,22 @@ impl Worker {
                 only_if_older,
                 done,
             } => {
-                let result = self.delete(&doc, at_ms, only_if_older);
-                self.mark_dirty();
+                let result = self
+                    .writable()
+                    .and_then(|db| delete(db, &doc, at_ms, only_if_older));
+                let result = self.observe(result);
+                if result.is_ok() {
+                    self.mark_dirty();
+                }
                 let _ = done.send(result);
             }
             Op::Tombstone { doc, reply } => {
-                let _ = reply.send(self.tombstone(&doc));
+                let result = self.readable().and_then(|db| tombstone(db, &doc));
+                let _ = reply.send(self.observe(result));
             }
             Op::Load { doc, reply } => {
-                let _ = reply.send(self.load(&doc));
+                let result = self.readable().and_then(|db| load(db, &doc));
+                let _ = reply.send(self.observe(result));
             }
             Op::List {
                 prefix,
@@ -504,10 +726,20 @@ impl Worker {
                 limit,
                 reply,
             } => {
-                let _ = reply.send(self.list(&prefix, after.as_deref(), limit));
+                let result = self
+                    .readable()
+                    .and_then(|db| list(db, &prefix, after.as_deref(), limit));
+                let _ = reply.send(self.observe(result));
             }
             Op::NodeId { generate, reply } => {
-                let _ = reply.send(self.node_id(generate));
+                let result = self.writable().and_then(|db| node_id(db, generate));
+                let result = self.observe(result).map(|(id, generated)| {
+                    if generated {
+                        self.mark_dirty();
+                    }
+                    id
+                });
+                let _ = reply.send(result);
             }
             Op::Flush { reply } => {
                 let _ = reply.send(self.flush());
@@ -515,133 +747,133 @@ impl Worker {
             Op::Shutdown { .. } => {}
         }
     }
+}
 
-    fn compact(
-        &self,
-        doc: &DocName,
-        snapshot: Snapshot,
-        through_seq: u64,
-        meta: DocMeta,
-    ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        let prefix = log_prefix(doc.as_str());
-        for entry in self.db.scan_prefix(&prefix) {
-            let (key, _) = self.record(entry)?;
-            if seq_of(&key, prefix.len())? <= through_seq {
-                batch.remove(key);
-            }
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn compact(
+    db: &sled::Db,
+    doc: &DocName,
+    snapshot: Snapshot,
+    through_seq: u64,
+    meta: DocMeta,
+) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let prefix = log_prefix(doc.as_str());
+    for entry in db.scan_prefix(&prefix) {
+        let (key, _) = entry?;
+        if seq_of(&key, prefix.len())? <= through_seq {
+            batch.remove(key);
         }
-        batch.insert(snapshot_key(doc.as_str()), snapshot.update);
-        batch.insert(
-            snapshot_state_vector_key(doc.as_str()),
-            snapshot.state_vector_v1,
-        );
-        batch.insert(meta_key(doc.as_str()), &meta.encode()[..]);
-        let result = self.db.apply_batch(batch);
-        self.record(result)
     }
+    batch.insert(snapshot_key(doc.as_str()), snapshot.update);
+    batch.insert(
+        snapshot_state_vector_key(doc.as_str()),
+        snapshot.state_vector_v1,
+    );
+    batch.insert(meta_key(doc.as_str()), &meta.encode()[..]);
+    Ok(db.apply_batch(batch)?)
+}
 
-    fn delete(&self, doc: &DocName, at_ms: i64, only_if_older: bool) -> Result<bool, StoreError> {
-        let meta = match self.record(self.db.get(meta_key(doc.as_str())))? {
-            Some(raw) => Some(DocMeta::decode(&raw)?),
-            None => None,
-        };
-        let mut batch = sled::Batch::default();
-        let newer = self.tombstone(doc)?.is_some_and(|t| t >= at_ms);
-        if !newer {
-            batch.insert(tombstone_key(doc.as_str()), &at_ms.to_be_bytes()[..]);
-        }
-        let remove = meta.is_some_and(|m| !only_if_older || m.updated_at_ms <= at_ms);
-        if remove {
-            for entry in self.db.scan_prefix(log_prefix(doc.as_str())) {
-                let (key, _) = self.record(entry)?;
-                batch.remove(key);
-            }
-            batch.remove(snapshot_key(doc.as_str()));
-            batch.remove(snapshot_state_vector_key(doc.as_str()));
-            batch.remove(meta_key(doc.as_str()));
-        }
-        let result = self.db.apply_batch(batch);
-        self.record(result)?;
-        Ok(remove)
+fn delete(
+    db: &sled::Db,
+    doc: &DocName,
+    at_ms: i64,
+    only_if_older: bool,
+) -> Result<bool, StoreError> {
+    let meta = match db.get(meta_key(doc.as_str()))? {
+        Some(raw) => Some(DocMeta::decode(&raw)?),
+        None => None,
+    };
+    let mut batch = sled::Batch::default();
+    let newer = tombstone(db, doc)?.is_some_and(|t| t >= at_ms);
+    if !newer {
+        batch.insert(tombstone_key(doc.as_str()), &at_ms.to_be_bytes()[..]);
     }
-
-    fn tombstone(&self, doc: &DocName) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .record(self.db.get(tombstone_key(doc.as_str())))?
-            .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
-            .map(i64::from_be_bytes))
-    }
-
-    fn load(&self, doc: &DocName) -> Result<StoredDoc, StoreError> {
-        let meta = match self.record(self.db.get(meta_key(doc.as_str())))? {
-            Some(raw) => Some(DocMeta::decode(&raw)?),
-            None => None,
-        };
-        let snapshot = self
-            .record(self.db.get(snapshot_key(doc.as_str())))?
-            .map(|v| v.to_vec());
-        let snapshot_state_vector = self
-            .record(self.db.get(snapshot_state_vector_key(doc.as_str())))?
-            .map(|v| v.to_vec());
-        let prefix = log_prefix(doc.as_str());
-        let mut log = Vec::new();
-        for entry in self.db.scan_prefix(&prefix) {
-            let (key, value) = self.record(entry)?;
-            log.push((seq_of(&key, prefix.len())?, value.to_vec()));
+    let remove = meta.is_some_and(|m| !only_if_older || m.updated_at_ms <= at_ms);
+    if remove {
+        for entry in db.scan_prefix(log_prefix(doc.as_str())) {
+            let (key, _) = entry?;
+            batch.remove(key);
         }
-        Ok(StoredDoc {
-            snapshot,
-            snapshot_state_vector,
-            log,
-            meta,
-            tombstone_ms: self.tombstone(doc)?,
-        })
+        batch.remove(snapshot_key(doc.as_str()));
+        batch.remove(snapshot_state_vector_key(doc.as_str()));
+        batch.remove(meta_key(doc.as_str()));
     }
+    db.apply_batch(batch)?;
+    Ok(remove)
+}
 
-    fn list(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, DocMeta)>, StoreError> {
-        let scan_prefix = meta_key(prefix);
-        let start = match after {
-            // Strictly after the cursor: append a byte that sorts first.
-            Some(after) if after.as_bytes() >= prefix.as_bytes() => {
-                let mut k = meta_key(after);
-                k.push(0);
-                k
-            }
-            _ => scan_prefix.clone(),
-        };
-        let mut out = Vec::new();
-        for entry in self.db.range(start..) {
-            let (key, value) = self.record(entry)?;
-            if !key.starts_with(&scan_prefix) || out.len() >= limit {
-                break;
-            }
-            let name = String::from_utf8(key[1..].to_vec())
-                .map_err(|_| StoreError::Corrupt("document name is not UTF-8".into()))?;
-            out.push((name, DocMeta::decode(&value)?));
-        }
-        Ok(out)
+fn tombstone(db: &sled::Db, doc: &DocName) -> Result<Option<i64>, StoreError> {
+    Ok(db
+        .get(tombstone_key(doc.as_str()))?
+        .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+        .map(i64::from_be_bytes))
+}
+
+fn load(db: &sled::Db, doc: &DocName) -> Result<StoredDoc, StoreError> {
+    let meta = match db.get(meta_key(doc.as_str()))? {
+        Some(raw) => Some(DocMeta::decode(&raw)?),
+        None => None,
+    };
+    let snapshot = db.get(snapshot_key(doc.as_str()))?.map(|v| v.to_vec());
+    let snapshot_state_vector = db
+        .get(snapshot_state_vector_key(doc.as_str()))?
+        .map(|v| v.to_vec());
+    let prefix = log_prefix(doc.as_str());
+    let mut log = Vec::new();
+    for entry in db.scan_prefix(&prefix) {
+        let (key, value) = entry?;
+        log.push((seq_of(&key, prefix.len())?, value.to_vec()));
     }
+    Ok(StoredDoc {
+        snapshot,
+        snapshot_state_vector,
+        log,
+        meta,
+        tombstone_ms: tombstone(db, doc)?,
+    })
+}
 
-    fn node_id(&mut self, generate: String) -> Result<String, StoreError> {
-        let result =
-            self.db
-                .compare_and_swap(b"node_id", None as Option<&[u8]>, Some(generate.as_bytes()));
-        match self.record(result)? {
-            Ok(()) => {
-                self.mark_dirty();
-                Ok(generate)
-            }
-            Err(existing) => existing
-                .current
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .ok_or_else(|| StoreError::Corrupt("node id vanished".into())),
+fn list(
+    db: &sled::Db,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, DocMeta)>, StoreError> {
+    let scan_prefix = meta_key(prefix);
+    let start = match after {
+        // Strictly after the cursor: append a byte that sorts first.
+        Some(after) if after.as_bytes() >= prefix.as_bytes() => {
+            let mut k = meta_key(after);
+            k.push(0);
+            k
         }
+        _ => scan_prefix.clone(),
+    };
+    let mut out = Vec::new();
+    for entry in db.range(start..) {
+        let (key, value) = entry?;
+        if !key.starts_with(&scan_prefix) || out.len() >= limit {
+            break;
+        }
+        let name = String::from_utf8(key[1..].to_vec())
+            .map_err(|_| StoreError::Corrupt("document name is not UTF-8".into()))?;
+        out.push((name, DocMeta::decode(&value)?));
+    }
+    Ok(out)
+}
+
+/// The stored node id, or `generate` stored now (then true: a write to flush).
+fn node_id(db: &sled::Db, generate: String) -> Result<(String, bool), StoreError> {
+    match db.compare_and_swap(b"node_id", None as Option<&[u8]>, Some(generate.as_bytes()))? {
+        Ok(()) => Ok((generate, true)),
+        Err(existing) => existing
+            .current
+            .map(|v| (String::from_utf8_lossy(&v).into_owned(), false))
+            .ok_or_else(|| StoreError::Corrupt("node id vanished".into())),
     }
 }
 
@@ -669,6 +901,62 @@ mod tests {
             },
         )
         .expect("open")
+    }
+
+    #[test]
+    fn probes_back_off_from_100_ms_doubling_to_5_s() {
+        let cases: &[(u32, u64)] = &[
+            // (probes so far, wait before the next, ms)
+            (0, 100),
+            (1, 200),
+            (2, 400),
+            (3, 800),
+            (4, 1_600),
+            (5, 3_200),
+            (6, 5_000),
+            (7, 5_000),
+            (31, 5_000),
+            (32, 5_000),
+            (u32::MAX, 5_000),
+        ];
+        for &(probes, ms) in cases {
+            assert_eq!(
+                probe_delay(probes),
+                Duration::from_millis(ms),
+                "after {probes} probes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lasting_failure_is_logged_again_every_30_s_not_per_write() {
+        let cases: &[(u64, bool)] = &[
+            // (ms since the last line about it, log another)
+            (0, false),
+            (10, false),
+            (29_999, false),
+            (30_000, true),
+            (120_000, true),
+        ];
+        for &(ms, due) in cases {
+            assert_eq!(
+                reminder_due(Duration::from_millis(ms)),
+                due,
+                "{ms} ms after the last line"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_healthy_store_reports_no_outage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _thread) = open(dir.path());
+        let health = store.health_changes();
+        assert!(store.is_healthy());
+        assert_eq!(store.outages(), 0);
+        assert!(*health.borrow());
+        store.flush().await.expect("flush");
+        assert!(store.is_healthy());
     }
 
     #[tokio::test]

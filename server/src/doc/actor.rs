@@ -18,6 +18,7 @@ use super::command::{
 use super::conns::{Connections, Departures};
 use super::content::{need, Content, Need, Warm};
 use super::directory::Directory;
+use super::faults::{self, AfterAppend, Refusal, Writer};
 use super::handle::DocStats;
 use super::heal::{self, RemoteDelete, RequestAnswer};
 use super::load::{self, Loaded, Warmth};
@@ -27,12 +28,12 @@ use super::peers::{PeerSync, Presence, Reach};
 use super::settings::{ActorSettings, Durability};
 use crate::cluster::Cluster;
 use crate::names::DocName;
-use crate::store::{Snapshot, Store};
+use crate::store::{Snapshot, Store, StoreError};
 use bytes::Bytes;
 use crdt_core::cluster::{Body, ClusterMessage, PeerState};
 use crdt_core::protocol::{encode_awareness, encode_sync_step1, encode_sync_step2, encode_update};
 use crdt_core::{AwarenessTable, AwarenessUpdate, Document, DocumentError};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -58,6 +59,14 @@ impl Source {
             _ => None,
         }
     }
+
+    fn writer(self) -> Writer {
+        match self {
+            Source::Conn(_) => Writer::Conn,
+            Source::Rest => Writer::Rest,
+            Source::Peer => Writer::Peer,
+        }
+    }
 }
 
 /// Whether the actor goes on, and if not, whether it may write on its way out.
@@ -78,6 +87,9 @@ pub(super) struct ActorEnv {
     pub(super) settings: Arc<ActorSettings>,
     pub(super) shutdown: CancellationToken,
     pub(super) cluster: Option<Cluster>,
+    /// Documents that left memory without their state on disk (shutdown
+    /// while storage failed): the process must not exit 0.
+    pub(super) unpersisted: Arc<AtomicUsize>,
 }
 
 pub(super) struct DocActor {
@@ -97,6 +109,10 @@ pub(super) struct DocActor {
     /// Boxed: a single node's documents have none, and should not pay for
     /// its room.
     peers: Option<Box<PeerSync>>,
+    /// The store's outage count when storage last held this document's
+    /// whole state for sure: if it moved since, appends may have been lost
+    /// and only a whole-state compaction is safe.
+    persisted_outages: u64,
 }
 
 fn now_ms() -> i64 {
@@ -116,6 +132,7 @@ impl DocActor {
             .cluster
             .clone()
             .map(|cluster| Box::new(PeerSync::new(cluster, name.clone(), actor_id, tombstone_ms)));
+        let persisted_outages = env.store.outages();
         DocActor {
             name,
             actor_id,
@@ -131,6 +148,7 @@ impl DocActor {
             env,
             events: None,
             peers,
+            persisted_outages,
         }
     }
 
@@ -193,8 +211,11 @@ impl DocActor {
                     _ = tick(&mut resync) => self.request_sync(Reach::Loaded, Presence::Skip),
                     _ = sleep_until(flush_deadline) => self.flush(),
                     _ = sleep_until(idle_deadline) => {
-                        // Change-feed subscribers keep a document loaded too.
+                        // Change-feed subscribers keep a document loaded too,
+                        // and so does storage that cannot take its state:
+                        // it leaves memory only once that is on disk.
                         if self.subscribers() == 0
+                            && Box::pin(self.persist()).await.is_ok()
                             && self.env.directory.remove_if_idle(&self.name, self.actor_id, &rx) {
                             rx.close();
                             // Commands that raced in are dropped: their reply
@@ -212,7 +233,7 @@ impl DocActor {
             if let Some(peers) = &self.peers {
                 peers.unsubscribe();
             }
-            Box::pin(self.compact()).await;
+            Box::pin(self.persist_before_exit()).await;
         }
         .instrument(span)
         .await
@@ -283,12 +304,22 @@ impl DocActor {
             }
             DocCommand::Update { id, update } => {
                 if let Err(e) = self.apply(update, Source::Conn(id)).await {
-                    let (code, label) = match e {
-                        ApplyError::TooLarge { .. } => (CloseReason::TOO_BIG, "doc_too_large"),
-                        ApplyError::Document(_) => (CloseReason::INVALID_PAYLOAD, "bad_update"),
+                    let (reason, label) = match e {
+                        ApplyError::TooLarge { .. } => (
+                            CloseReason::new(CloseReason::TOO_BIG, e.to_string()),
+                            "doc_too_large",
+                        ),
+                        ApplyError::Document(_) => (
+                            CloseReason::new(CloseReason::INVALID_PAYLOAD, e.to_string()),
+                            "bad_update",
+                        ),
+                        ApplyError::StorageUnavailable => match faults::refusal(Writer::Conn) {
+                            Refusal::Close(reason) => (reason, "storage_unavailable"),
+                            Refusal::Unavailable | Refusal::Ignore => return,
+                        },
                     };
                     crate::metrics::rejected_frame(label);
-                    let departed = self.conns.kick(id, CloseReason::new(code, e.to_string()));
+                    let departed = self.conns.kick(id, reason);
                     self.settle(departed.into_iter().collect());
                 }
             }
@@ -333,6 +364,11 @@ impl DocActor {
                 self.request_sync(Reach::EveryNode, Presence::Ask);
                 self.publish_local_awareness();
             }
+            DocCommand::Persist => {
+                if let Err(e) = self.persist().await {
+                    tracing::debug!(error = %e, "not persisted yet; storage failed again");
+                }
+            }
             DocCommand::AwaitPeers { reply } => {
                 let empty = self.is_empty();
                 match &mut self.peers {
@@ -350,6 +386,9 @@ impl DocActor {
     /// changed the document.
     async fn apply(&mut self, update: Bytes, source: Source) -> Result<(), ApplyError> {
         let origin = source.conn();
+        if !faults::admits(self.env.store.is_healthy()) {
+            return Err(ApplyError::StorageUnavailable);
+        }
         let limit = self.env.settings.max_doc_bytes;
         if self.position.would_exceed(update.len(), limit) {
             return Err(ApplyError::TooLarge { limit });
@@ -385,12 +424,18 @@ impl DocActor {
         self.publish_stats();
         let meta = self.position.meta();
         let (store, name) = (&self.env.store, self.name.clone());
-        let stored = match self.env.settings.durability() {
+        let durability = self.env.settings.durability();
+        let stored = match durability {
             Durability::BeforeRelay => store.append_durable(name, seq, update.clone(), meta).await,
             Durability::GroupCommit => store.append(name, seq, update.clone(), meta).await,
         };
-        if let Err(e) = stored {
-            tracing::error!(error = %e, seq, "could not log update");
+        if let Err(e) = &stored {
+            // The storage thread logged the failure once; one line per
+            // refused update would be a line per keystroke.
+            tracing::debug!(error = %e, seq, "update not logged");
+        }
+        if faults::after_append(durability, stored.is_ok()) == AfterAppend::Withhold {
+            return Err(ApplyError::StorageUnavailable);
         }
         let departed = self
             .conns
@@ -409,7 +454,9 @@ impl DocActor {
             .position
             .wants_compaction(self.env.settings.compact_log_bytes)
         {
-            self.compact().await;
+            // Failures are the storage thread's to log, and the recovery
+            // compaction's to make good.
+            let _ = self.compact(false, false).await;
         }
         Ok(())
     }
@@ -452,43 +499,92 @@ impl DocActor {
             .store(self.conns.len(), Ordering::Relaxed);
     }
 
-    /// Merges the log into a fresh snapshot.
-    async fn compact(&mut self) {
+    /// Merges the log into a fresh snapshot (none if nothing was logged
+    /// since the last, unless `force`); `durable` waits until it is on disk.
+    async fn compact(&mut self, force: bool, durable: bool) -> Result<(), StoreError> {
         if self.lifecycle != Lifecycle::Live {
-            return;
+            return Ok(());
         }
         // A cold document is its snapshot already; a warm one may have
         // applied updates since.
         let Content::Warm(warm) = &self.content else {
-            return;
+            return Ok(());
         };
         let doc = warm.doc();
         if let Err(e) = doc.verify_roundtrip() {
             // Keep the log, which loads; never replace it with a snapshot that does not.
             tracing::error!(error = %e, "snapshot would not reload; compaction skipped");
-            return;
+            return Ok(());
         }
         let snapshot = Snapshot {
             update: doc.encode_state_v1(),
             state_vector_v1: doc.state_vector_v1(),
         };
-        let Some(compaction) = self.position.compact(snapshot.update.len()) else {
-            return;
+        let compaction = if force {
+            self.position.compact_all(snapshot.update.len())
+        } else {
+            match self.position.compact(snapshot.update.len()) {
+                Some(compaction) => compaction,
+                None => return Ok(()),
+            }
         };
         self.publish_stats();
         let meta = self.position.meta();
-        match self
-            .env
-            .store
-            .compact(self.name.clone(), snapshot, compaction.through_seq, meta)
-            .await
-        {
+        let (store, name) = (&self.env.store, self.name.clone());
+        let written = if durable {
+            store
+                .compact_durable(name, snapshot, compaction.through_seq, meta)
+                .await
+        } else {
+            store
+                .compact(name, snapshot, compaction.through_seq, meta)
+                .await
+        };
+        match &written {
             Ok(()) => tracing::debug!(
                 through_seq = compaction.through_seq,
                 bytes = meta.bytes,
                 "compacted"
             ),
-            Err(e) => tracing::error!(error = %e, "compaction failed"),
+            // Storage logged the outage; this document persists on recovery.
+            Err(e) => tracing::debug!(error = %e, "compaction failed"),
+        }
+        written
+    }
+
+    /// Makes sure storage holds the whole document: a compaction of what
+    /// is new, or of everything if storage failed since it last held it.
+    async fn persist(&mut self) -> Result<(), StoreError> {
+        let outages = self.env.store.outages();
+        let force = outages != self.persisted_outages;
+        self.compact(force, true).await?;
+        if force {
+            tracing::info!("persisted the whole document after a storage failure");
+        }
+        self.persisted_outages = outages;
+        Ok(())
+    }
+
+    /// Leaving memory: persist, retrying while storage fails, for
+    /// `persist_retry`. A document that still cannot is logged by name and
+    /// counted, so that the process exits non-zero.
+    async fn persist_before_exit(&mut self) {
+        let deadline = Instant::now() + self.env.settings.persist_retry;
+        let mut health = self.env.store.health_changes();
+        loop {
+            let error = match self.persist().await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            if matches!(error, StoreError::Closed) || Instant::now() >= deadline {
+                self.env.unpersisted.fetch_add(1, Ordering::AcqRel);
+                tracing::error!(doc = %self.name, error = %error, "document NOT persisted: its changes since storage failed are lost");
+                return;
+            }
+            // Again once storage recovered, or at the deadline; never faster
+            // than every 100 ms.
+            let _ = tokio::time::timeout_at(deadline, health.wait_for(|healthy| *healthy)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 
@@ -702,8 +798,14 @@ impl DocActor {
     }
 
     async fn apply_remote(&mut self, update: Vec<u8>) {
-        if let Err(e) = self.apply(Bytes::from(update), Source::Peer).await {
-            tracing::warn!(error = %e, "update from a peer did not apply");
+        match self.apply(Bytes::from(update), Source::Peer).await {
+            Ok(()) => {}
+            // Healed by state vector once storage works again.
+            Err(ApplyError::StorageUnavailable) => {
+                debug_assert_eq!(faults::refusal(Source::Peer.writer()), Refusal::Ignore);
+                tracing::debug!("update from a peer refused: storage unavailable");
+            }
+            Err(e) => tracing::warn!(error = %e, "update from a peer did not apply"),
         }
     }
 

@@ -14,6 +14,8 @@ impl CloseReason {
     pub const TOO_BIG: u16 = 1009;
     pub const GOING_AWAY: u16 = 1001;
     pub const INTERNAL: u16 = 1011;
+    /// Storage cannot take the connection's update now; reconnect and resend.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const DELETED: u16 = 4404;
 
     /// A stable label for the rejected-frames metric.
@@ -23,6 +25,7 @@ impl CloseReason {
             Self::UNSUPPORTED => "unsupported",
             Self::POLICY => "policy",
             Self::TOO_BIG => "too_big",
+            Self::TRY_AGAIN_LATER => "storage_unavailable",
             _ => "other",
         }
     }

@@ -15,6 +15,10 @@ pub enum ApplyError {
     Document(#[from] crdt_core::DocumentError),
     #[error("update would grow the document past --max-doc-bytes ({limit} bytes)")]
     TooLarge { limit: u64 },
+    /// Storage is failing; the update was not applied, or applied but not
+    /// on disk and so not relayed.
+    #[error("storage unavailable, retry")]
+    StorageUnavailable,
 }
 
 /// The actor has stopped (unloaded or deleted); open the document again.
@@ -134,6 +138,9 @@ pub enum DocCommand {
     AwaitPeers {
         reply: oneshot::Sender<bool>,
     },
+    /// Storage recovered: write the whole state unless storage holds it
+    /// for sure (no outage since the last time it did).
+    Persist,
 }
 
 #[cfg(test)]

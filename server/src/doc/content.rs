@@ -52,7 +52,9 @@ pub(super) fn need(command: &DocCommand) -> Need {
         | DocCommand::Awareness { .. }
         | DocCommand::QueryAwareness { .. }
         | DocCommand::Info { .. }
-        | DocCommand::Delete { .. } => Need::Nothing,
+        | DocCommand::Delete { .. }
+        // A cold document is what storage holds already.
+        | DocCommand::Persist => Need::Nothing,
         // A client with nothing gets the whole state: the snapshot itself.
         DocCommand::SyncStep1 { state_vector, .. } if state_vector.is_empty() => Need::Nothing,
         DocCommand::SyncStep1 { .. }

@@ -93,6 +93,16 @@ impl LogPosition {
         Some(Compaction { through_seq })
     }
 
+    /// Records a snapshot that covers the whole log, even if nothing was
+    /// logged since the last one: storage may have lost that one.
+    pub(super) fn compact_all(&mut self, snapshot_len: usize) -> Compaction {
+        let through_seq = self.next_seq.saturating_sub(1);
+        self.snapshot_bytes = snapshot_len as u64;
+        self.log_bytes = 0;
+        self.first_unsnapshotted_seq = self.next_seq;
+        Compaction { through_seq }
+    }
+
     /// The metadata record stored with each write.
     pub(super) fn meta(&self) -> DocMeta {
         DocMeta {
@@ -173,6 +183,12 @@ mod tests {
         assert_eq!(position.compact(12), None, "compacted already");
         assert_eq!(position.append(5, 300), 3);
         assert_eq!(position.compact(15), Some(Compaction { through_seq: 3 }));
+        assert_eq!(
+            position.compact_all(15),
+            Compaction { through_seq: 3 },
+            "forced: the same snapshot again"
+        );
+        assert_eq!(position.bytes(), 15);
     }
 
     #[test]

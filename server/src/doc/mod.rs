@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! close, wakeup, heal, log, settings
+//! faults    → close, settings
 //! outbound  → close, wakeup
 //! command   → outbound, close
 //! mailbox   → command, wakeup
@@ -23,6 +24,7 @@ mod command;
 mod conns;
 mod content;
 mod directory;
+mod faults;
 mod handle;
 mod heal;
 mod load;

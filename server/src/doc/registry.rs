@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::names::DocName;
 use crate::store::Store;
 use crdt_core::Document;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,6 +48,7 @@ struct Inner {
     shutdown: CancellationToken,
     next_actor_id: AtomicU64,
     cluster: OnceLock<Cluster>,
+    unpersisted: Arc<AtomicUsize>,
 }
 
 impl Registry {
@@ -66,8 +67,48 @@ impl Registry {
                 shutdown,
                 next_actor_id: AtomicU64::new(1),
                 cluster: OnceLock::new(),
+                unpersisted: Arc::new(AtomicUsize::new(0)),
             }),
         }
+    }
+
+    /// Has every loaded document persist its whole state each time storage
+    /// recovers from a failure: what it applied while appends failed is in
+    /// memory only. Runs until shutdown.
+    pub fn persist_on_recovery(&self) {
+        let registry = self.clone();
+        let mut health = self.inner.store.health_changes();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = health.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = shutdown.cancelled() => return,
+                }
+                if *health.borrow_and_update() {
+                    registry.persist_all().await;
+                }
+            }
+        });
+    }
+
+    async fn persist_all(&self) {
+        for name in self.loaded_names() {
+            if let Some(handle) = self.loaded(&name) {
+                // Gone: it persisted on its way out.
+                let _ = handle.send(DocCommand::Persist).await;
+            }
+        }
+    }
+
+    /// Documents that stopped without their state on disk (at shutdown,
+    /// while storage failed).
+    pub fn unpersisted(&self) -> usize {
+        self.inner.unpersisted.load(Ordering::Acquire)
     }
 
     /// Cluster mode: documents heal from and relay to other nodes.
@@ -169,6 +210,7 @@ impl Registry {
                 settings: self.inner.settings.clone(),
                 shutdown: self.inner.shutdown.clone(),
                 cluster: self.inner.cluster.get().cloned(),
+                unpersisted: self.inner.unpersisted.clone(),
             },
         ));
         crate::metrics::document_loaded();

@@ -13,6 +13,9 @@ pub(super) struct ActorSettings {
     pub(super) max_doc_bytes: u64,
     pub(super) max_outbound_bytes: usize,
     pub(super) broadcast_window: Duration,
+    /// How long a document leaving memory at shutdown keeps trying to
+    /// persist while storage fails: `--drain-grace-secs`, at least 5 s.
+    pub(super) persist_retry: Duration,
 }
 
 /// How an actor logs an update.
@@ -33,6 +36,7 @@ impl ActorSettings {
             max_doc_bytes: config.max_doc_bytes,
             max_outbound_bytes: config.max_outbound_bytes,
             broadcast_window: config.broadcast_window(),
+            persist_retry: Duration::from_secs(config.drain_grace_secs.max(5)),
         }
     }
 

@@ -398,6 +398,7 @@ fn the_modules_of_doc_import_each_other_without_a_cycle() {
         ("conns", include_str!("conns.rs")),
         ("content", include_str!("content.rs")),
         ("directory", include_str!("directory.rs")),
+        ("faults", include_str!("faults.rs")),
         ("handle", include_str!("handle.rs")),
         ("heal", include_str!("heal.rs")),
         ("load", include_str!("load.rs")),

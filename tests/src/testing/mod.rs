@@ -86,8 +86,32 @@ impl TestServer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let binary = quire_binary().await?;
         let data_dir = tempfile::Builder::new().prefix("quire-test-").tempdir()?;
+        Self::start_with_data_dir(data_dir, extra_args).await
+    }
+
+    /// Like [`start_with`](Self::start_with), with the data directory
+    /// created inside `parent` (a small filesystem, say).
+    pub async fn start_in<I, S>(parent: &Path, extra_args: I) -> Result<TestServer, ServerError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let data_dir = tempfile::Builder::new()
+            .prefix("quire-test-")
+            .tempdir_in(parent)?;
+        Self::start_with_data_dir(data_dir, extra_args).await
+    }
+
+    async fn start_with_data_dir<I, S>(
+        data_dir: TempDir,
+        extra_args: I,
+    ) -> Result<TestServer, ServerError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let binary = quire_binary().await?;
         let extra_args: Vec<String> = extra_args.into_iter().map(Into::into).collect();
         let log = ServerLog::default();
         let (child, addr) =

@@ -14,6 +14,7 @@ mod ops;
 mod persistence;
 mod protocol;
 mod rest;
+mod storage_faults;
 mod support;
 mod sync;
 mod trace;
