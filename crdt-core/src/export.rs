@@ -57,12 +57,20 @@ pub fn root_text<T: ReadTxn>(txn: &T, name: &str) -> Option<String> {
             RootKind::XmlText => XmlTextRef::from(branch).get_string(txn),
             // Plain text of a map or array is its JSON; of text, the text.
             RootKind::Text => TextRef::from(branch).get_string(txn),
+            // A root whose every item was deleted has no type left to
+            // infer: its text is empty, as a client's `Y.Text` would read.
+            RootKind::Map | RootKind::Array if is_empty(txn, branch) => String::new(),
             RootKind::Map | RootKind::Array => {
                 out_to_json(txn, &Out::UndefinedRef(branch)).to_string()
             }
         },
         other => out_to_json(txn, &other).to_string(),
     })
+}
+
+/// No live entry and no live item: nothing says what the root is.
+fn is_empty<T: ReadTxn>(txn: &T, branch: BranchPtr) -> bool {
+    MapRef::from(branch).iter(txn).next().is_none() && branch.block_len == 0
 }
 
 /// JSON of a value. Shared types are walked here rather than with yrs's
@@ -248,6 +256,21 @@ mod tests {
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
         Document::load(Some(&update), []).expect("reload")
+    }
+
+    #[test]
+    fn the_text_of_a_root_whose_every_item_was_deleted_is_empty() {
+        let doc = reloaded(|d| {
+            let t = d.get_or_insert_text("t");
+            t.insert(&mut d.transact_mut(), 0, "gone");
+            t.remove_range(&mut d.transact_mut(), 0, 4);
+        });
+        assert_eq!(doc.root_text("t").as_deref(), Some(""));
+        let map = reloaded(|d| {
+            d.get_or_insert_map("m")
+                .insert(&mut d.transact_mut(), "k", 1);
+        });
+        assert_eq!(map.root_text("m").as_deref(), Some(r#"{"k":1}"#));
     }
 
     #[test]
