@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod datadir;
 pub mod doc;
 pub mod error;
 pub mod extract;
