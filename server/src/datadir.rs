@@ -8,9 +8,9 @@
 //! Each is written atomically (temp file, fsync, rename, fsync of the
 //! directory): a crash leaves the old content or the new, never a mix.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The file holding this node's id.
 pub const NODE_ID_FILE: &str = "node-id";
@@ -73,24 +73,6 @@ pub fn read_node_id(dir: &Path) -> Result<Option<String>, DataDirError> {
 
 pub fn write_node_id(dir: &Path, id: &str) -> Result<(), DataDirError> {
     write_atomically(dir, NODE_ID_FILE, format!("{id}\n").as_bytes())
-}
-
-/// Opens `dir/name` for appending, creating it (and making its directory
-/// entry durable) if it is new.
-pub fn open_append(dir: &Path, name: &str) -> Result<File, DataDirError> {
-    let path: PathBuf = dir.join(name);
-    let existed = path.exists();
-    let open = || -> io::Result<File> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        if !existed {
-            sync_dir(dir)?;
-        }
-        Ok(file)
-    };
-    open().map_err(|source| DataDirError::Write {
-        path: shown(&path),
-        source,
-    })
 }
 
 #[cfg(test)]

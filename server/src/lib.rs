@@ -13,6 +13,7 @@ pub mod doc;
 pub mod error;
 pub mod extract;
 pub mod fdlimit;
+pub mod journal;
 pub mod limits;
 pub mod metrics;
 pub mod names;

@@ -176,6 +176,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     let options = StoreOptions {
         cache_bytes: config.sled_cache_bytes,
         flush_interval: config.flush_interval(),
+        accept_data_loss: config.accept_data_loss,
     };
     let (store, store_thread) = tokio::task::spawn_blocking(move || Store::open(&path, options))
         .await
@@ -292,6 +293,7 @@ mod tests {
         let options = || StoreOptions {
             cache_bytes: 1 << 20,
             flush_interval: Duration::from_millis(5),
+            accept_data_loss: false,
         };
         let (store, thread) = Store::open(dir.path(), options()).expect("open");
         // What an older Quire did: the id only in sled.
