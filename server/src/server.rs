@@ -30,7 +30,9 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot open storage: {0}")]
+    /// Opening storage, or its first requests; transparent so that a
+    /// refusal to start is one line (each variant names the data dir).
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Files(#[from] crate::datadir::DataDirError),

@@ -35,8 +35,9 @@ const QUEUE: usize = 4096;
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
-    #[error("cannot open the sled database in {path}: {source}")]
-    Open { path: String, source: sled::Error },
+    /// Not a `source`: the message says it all, on one line.
+    #[error("cannot open the sled database in {path}: {error}")]
+    Open { path: String, error: sled::Error },
     /// sled no longer has writes it acknowledged (see `journal`).
     #[error("refusing to start: {path} lost acknowledged writes: {loss}. Restore the data directory from a backup, or start with --accept-data-loss to serve what survived")]
     DataLoss { path: String, loss: Loss },
@@ -216,9 +217,9 @@ impl Store {
         path: &Path,
         options: StoreOptions,
     ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
-        let db = open_db(path, options.cache_bytes).map_err(|source| StoreError::Open {
+        let db = open_db(path, options.cache_bytes).map_err(|error| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         let (commit, journal) = check_commits(&db, path, options.accept_data_loss)?;
         let (tx, rx) = flume::bounded(QUEUE);

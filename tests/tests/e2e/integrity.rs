@@ -130,6 +130,9 @@ async fn run_to_exit(data_dir: &Path) -> Result<(std::process::ExitStatus, Strin
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("NO_COLOR", "1")
+            // The message as an operator sees it, without anyhow's backtrace.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .kill_on_drop(true)
             .output(),
     )
@@ -161,6 +164,12 @@ async fn a_damaged_store_is_refused_then_served_only_when_the_loss_is_accepted()
         "{refusal}"
     );
     assert!(refusal.contains("--accept-data-loss"), "{refusal}");
+    // One line, said once.
+    assert_eq!(
+        stderr.matches("lost acknowledged writes").count(),
+        1,
+        "{stderr}"
+    );
     eprintln!("refusal: {refusal}");
 
     server.set_extra_args(["--accept-data-loss"]);
