@@ -169,6 +169,13 @@ pub struct Config {
     #[arg(long, env = "QUIRE_DRAIN_GRACE_SECS", default_value_t = DEFAULT_DRAIN_GRACE_SECS)]
     pub drain_grace_secs: u64,
 
+    /// Start even if storage lost writes it had acknowledged (damaged
+    /// media: sled drops everything after a bad record). Each affected
+    /// document is logged, and what survived becomes the new baseline.
+    /// Without it such a start is refused; see docs/operations.md.
+    #[arg(long, env = "QUIRE_ACCEPT_DATA_LOSS")]
+    pub accept_data_loss: bool,
+
     /// Log line format (stderr).
     #[arg(long, env = "QUIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,

@@ -8,10 +8,12 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod datadir;
 pub mod doc;
 pub mod error;
 pub mod extract;
 pub mod fdlimit;
+pub mod journal;
 pub mod limits;
 pub mod metrics;
 pub mod names;

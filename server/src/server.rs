@@ -30,8 +30,12 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot open storage: {0}")]
+    /// Opening storage, or its first requests; transparent so that a
+    /// refusal to start is one line (each variant names the data dir).
+    #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Files(#[from] crate::datadir::DataDirError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -144,6 +148,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// This node's id, kept in its own file in the data directory (not only in
+/// sled, whose recovery can silently drop it): only the first start
+/// generates one. A data directory from before that file takes the id sled
+/// holds, so the node stays the same node.
+async fn node_id(data_dir: &std::path::Path, store: &Store) -> Result<String, ServeError> {
+    if let Some(id) = crate::datadir::read_node_id(data_dir)? {
+        return Ok(id);
+    }
+    let id = store.node_id(uuid::Uuid::new_v4().to_string()).await?;
+    crate::datadir::write_node_id(data_dir, &id)?;
+    Ok(id)
+}
+
 /// Serves until `drain` is cancelled; then drains: `/readyz` answers 503 and
 /// upgrades are refused at once, and after `--drain-grace-secs` every socket
 /// is closed with 1001, every document compacted and flushed, and it returns.
@@ -161,17 +178,14 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     let options = StoreOptions {
         cache_bytes: config.sled_cache_bytes,
         flush_interval: config.flush_interval(),
+        accept_data_loss: config.accept_data_loss,
     };
     let (store, store_thread) = tokio::task::spawn_blocking(move || Store::open(&path, options))
         .await
         .map_err(|e| StoreError::Corrupt(format!("storage open panicked: {e}")))??;
     let node_id: Arc<str> = match &config.node_id {
         Some(id) => id.as_str().into(),
-        // Kept in the data directory, so only the first start generates one.
-        None => store
-            .node_id(uuid::Uuid::new_v4().to_string())
-            .await?
-            .into(),
+        None => node_id(&config.data_dir, &store).await?.into(),
     };
 
     let tracker = TaskTracker::new();
@@ -269,4 +283,41 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_data_dir_from_before_the_node_id_file_keeps_the_id_sled_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = || StoreOptions {
+            cache_bytes: 1 << 20,
+            flush_interval: Duration::from_millis(5),
+            accept_data_loss: false,
+        };
+        let (store, thread) = Store::open(dir.path(), options()).expect("open");
+        // What an older Quire did: the id only in sled.
+        let old = store.node_id("old-node".into()).await.expect("id");
+        assert_eq!(old, "old-node");
+        assert_eq!(
+            node_id(dir.path(), &store).await.expect("id"),
+            "old-node",
+            "migrated, not regenerated"
+        );
+        store.shutdown().await.expect("shutdown");
+        thread.join().expect("thread");
+        assert_eq!(
+            crate::datadir::read_node_id(dir.path())
+                .expect("read")
+                .as_deref(),
+            Some("old-node")
+        );
+
+        // From now on the file decides, whatever sled says.
+        let (store, _thread) = Store::open(dir.path(), options()).expect("open");
+        std::fs::write(dir.path().join("node-id"), "renamed\n").expect("write");
+        assert_eq!(node_id(dir.path(), &store).await.expect("id"), "renamed");
+    }
 }

@@ -17,8 +17,11 @@
 //! The key layout is described once, in ARCHITECTURE.md ("Storage layout");
 //! change it there together with the `*_key` functions below.
 
+use crate::datadir::DataDirError;
+use crate::journal::{Journal, Loss, Record, Verdict};
 use crate::names::DocName;
 use bytes::Bytes;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +35,15 @@ const QUEUE: usize = 4096;
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+    /// Not a `source`: the message says it all, on one line.
+    #[error("cannot open the sled database in {path}: {error}")]
+    Open { path: String, error: sled::Error },
+    /// sled no longer has writes it acknowledged (see `journal`).
+    #[error("refusing to start: {path} lost acknowledged writes: {loss}. Restore the data directory from a backup, or start with --accept-data-loss to serve what survived")]
+    DataLoss { path: String, loss: Loss },
+    /// The commit journal or another file beside sled.
+    #[error(transparent)]
+    Files(#[from] DataDirError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("storage has shut down")]
@@ -194,6 +206,9 @@ pub struct Store {
 pub struct StoreOptions {
     pub cache_bytes: u64,
     pub flush_interval: Duration,
+    /// Start even when sled lost acknowledged writes (each affected
+    /// document is logged), and take what survived as the new baseline.
+    pub accept_data_loss: bool,
 }
 
 impl Store {
@@ -202,7 +217,11 @@ impl Store {
         path: &Path,
         options: StoreOptions,
     ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
-        let db = open_db(path, options.cache_bytes)?;
+        let db = open_db(path, options.cache_bytes).map_err(|error| StoreError::Open {
+            path: path.display().to_string(),
+            error,
+        })?;
+        let (commit, journal) = check_commits(&db, path, options.accept_data_loss)?;
         let (tx, rx) = flume::bounded(QUEUE);
         let health = Arc::new(Health {
             healthy: AtomicBool::new(true),
@@ -220,6 +239,9 @@ impl Store {
             dirty_since: None,
             waiters: Vec::new(),
             pending: None,
+            commit,
+            journal,
+            touched: BTreeSet::new(),
         };
         let thread = std::thread::Builder::new()
             .name("quire-store".into())
@@ -435,6 +457,71 @@ fn log_key(doc: &str, seq: u64) -> Vec<u8> {
 
 /// What a probe writes (and flushes) to learn whether storage works again.
 const PROBE_KEY: &[u8] = b"probe";
+/// The number of the last group commit, written last in each, before
+/// sled's flush; compared at start with the commit journal.
+const COMMIT_KEY: &[u8] = b"commit";
+
+fn stored_commit(db: &sled::Db) -> Result<u64, StoreError> {
+    match db.get(COMMIT_KEY)? {
+        None => Ok(0),
+        Some(raw) => <[u8; 8]>::try_from(raw.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt(format!("commit key of {} bytes", raw.len()))),
+    }
+}
+
+/// Before serving: did sled keep every commit the journal says was
+/// durable? Returns the last commit number and the open journal.
+fn check_commits(
+    db: &sled::Db,
+    path: &Path,
+    accept_data_loss: bool,
+) -> Result<(u64, Journal), StoreError> {
+    let recovered = stored_commit(db)?;
+    let records = crate::journal::read(path)?;
+    let expected = records
+        .as_ref()
+        .and_then(|r| r.last())
+        .map_or(0, |r| r.commit);
+    let commit = recovered.max(expected);
+    let baseline = |db: &sled::Db| -> Result<Journal, StoreError> {
+        // sled first: a crash between the two leaves sled ahead, which is clean.
+        db.insert(COMMIT_KEY, &commit.to_be_bytes()[..])?;
+        db.flush()?;
+        Ok(Journal::start_over(
+            path,
+            &Record {
+                commit,
+                documents: Vec::new(),
+            },
+        )?)
+    };
+    match crate::journal::decide(records.as_deref(), recovered, accept_data_loss) {
+        Verdict::Start if records.as_ref().is_some_and(|r| !r.is_empty()) => {
+            Ok((commit, Journal::open(path)?))
+        }
+        // No journal yet (or none readable): this start is the baseline.
+        Verdict::Start => Ok((commit, baseline(db)?)),
+        Verdict::Refuse(loss) => Err(StoreError::DataLoss {
+            path: path.display().to_string(),
+            loss,
+        }),
+        Verdict::StartWithLoss(loss) => {
+            for doc in &loss.documents {
+                tracing::error!(
+                    doc = doc.as_str(),
+                    "document may have LOST acknowledged writes (storage damaged): it is served as it survived"
+                );
+            }
+            tracing::error!(
+                data_dir = %path.display(),
+                documents = loss.documents.len(),
+                "--accept-data-loss: starting with what survived: {loss}; this is the new baseline"
+            );
+            Ok((commit, baseline(db)?))
+        }
+    }
+}
 
 fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
     sled::Config::new()
@@ -470,6 +557,12 @@ struct Worker {
     /// than one per keystroke (each write wakes sled's I/O threads). Written
     /// before any other request is served, so reads see every append.
     pending: Option<sled::Batch>,
+    /// The last group commit's number (see `journal`).
+    commit: u64,
+    journal: Journal,
+    /// Documents written since the last group commit, which its journal
+    /// record names.
+    touched: BTreeSet<String>,
 }
 
 impl Worker {
@@ -533,9 +626,17 @@ impl Worker {
 
     /// Passes a request's result on; a sled error starts an outage.
     fn observe<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Err(StoreError::Sled(e)) = &result {
-            let error = e.to_string();
-            self.fail(&error);
+        match &result {
+            Err(StoreError::Sled(e)) => {
+                let error = e.to_string();
+                self.fail(&error);
+            }
+            // A commit the journal cannot record is not acknowledged either.
+            Err(StoreError::Files(e)) => {
+                let error = e.to_string();
+                self.fail(&error);
+            }
+            _ => {}
         }
         result
     }
@@ -546,6 +647,7 @@ impl Worker {
         // when storage recovers.
         self.pending = None;
         self.dirty_since = None;
+        self.touched.clear();
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(Err(StoreError::Unavailable));
         }
@@ -578,16 +680,24 @@ impl Worker {
         fault.probes += 1;
         // The old handle goes first: sled locks its directory.
         self.db = None;
-        let result = open_db(&self.path, self.cache_bytes).map(|db| {
-            let written = db
-                .insert(PROBE_KEY, &now_ms().to_be_bytes()[..])
-                .and_then(|_| db.flush());
+        let opened = open_db(&self.path, self.cache_bytes).map_err(StoreError::from);
+        let result = opened.and_then(|db| {
+            let written = db.insert(PROBE_KEY, &now_ms().to_be_bytes()[..]);
             // Kept either way: reads may still work.
             self.db = Some(db);
-            written
+            // The probe is a commit like any other: sled's flush and the
+            // journal must both work again.
+            self.commit += 1;
+            let commit = Some(self.commit);
+            written.map_err(StoreError::from).and_then(|_| {
+                let db = self.db.as_ref().ok_or(StoreError::Unavailable)?;
+                db.insert(COMMIT_KEY, &self.commit.to_be_bytes()[..])?;
+                db.flush()?;
+                self.commit_journal(commit)
+            })
         });
         match result {
-            Ok(Ok(_)) => {
+            Ok(()) => {
                 self.health.healthy.store(true, Ordering::Release);
                 self.health.changes.send_replace(true);
                 crate::metrics::storage_healthy(true);
@@ -597,7 +707,7 @@ impl Worker {
                     "storage recovered: accepting updates; loaded documents persist their whole state"
                 );
             }
-            Ok(Err(e)) | Err(e) => {
+            Err(e) => {
                 let now = Instant::now();
                 fault.next_probe = now + probe_delay(fault.probes);
                 if reminder_due(now - fault.last_line) {
@@ -627,10 +737,12 @@ impl Worker {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let result = self.write_pending().and_then(|()| {
-            self.writable()
-                .and_then(|db| db.flush().map(|_| ()).map_err(StoreError::from))
+        // A commit number only for a flush that carries writes.
+        let commit = (self.pending.is_some() || self.dirty_since.is_some()).then(|| {
+            self.commit += 1;
+            self.commit
         });
+        let result = self.write_pending().and_then(|()| self.commit_to(commit));
         let result = self.observe(result);
         self.dirty_since = None;
         crate::metrics::flushed(started.elapsed());
@@ -641,6 +753,29 @@ impl Worker {
             });
         }
         result
+    }
+
+    /// sled's flush, with the commit number written last before it, then
+    /// the journal record once sled's flush succeeded.
+    fn commit_to(&mut self, commit: Option<u64>) -> Result<(), StoreError> {
+        let db = self.writable()?;
+        if let Some(commit) = commit {
+            db.insert(COMMIT_KEY, &commit.to_be_bytes()[..])?;
+        }
+        db.flush()?;
+        self.commit_journal(commit)
+    }
+
+    /// Records a commit sled has flushed as durable, naming what it wrote.
+    fn commit_journal(&mut self, commit: Option<u64>) -> Result<(), StoreError> {
+        if let Some(commit) = commit {
+            let record = Record {
+                commit,
+                documents: std::mem::take(&mut self.touched).into_iter().collect(),
+            };
+            self.journal.append(&record)?;
+        }
+        Ok(())
     }
 
     fn handle(&mut self, op: Op) {
@@ -664,6 +799,7 @@ impl Worker {
                     }
                     return;
                 }
+                self.touched.insert(doc.as_str().to_owned());
                 let batch = self.pending.get_or_insert_with(sled::Batch::default);
                 batch.insert(log_key(doc.as_str(), seq), update.as_ref());
                 batch.insert(meta_key(doc.as_str()), &meta.encode()[..]);
@@ -685,6 +821,7 @@ impl Worker {
                     .and_then(|db| compact(db, &doc, snapshot, through_seq, meta));
                 match self.observe(result) {
                     Ok(()) => {
+                        self.touched.insert(doc.as_str().to_owned());
                         self.mark_dirty();
                         if durable {
                             self.waiters.push(done);
@@ -708,6 +845,7 @@ impl Worker {
                     .and_then(|db| delete(db, &doc, at_ms, only_if_older));
                 let result = self.observe(result);
                 if result.is_ok() {
+                    self.touched.insert(doc.as_str().to_owned());
                     self.mark_dirty();
                 }
                 let _ = done.send(result);
@@ -898,9 +1036,89 @@ mod tests {
             StoreOptions {
                 cache_bytes: 1 << 20,
                 flush_interval: Duration::from_millis(5),
+                accept_data_loss: false,
             },
         )
         .expect("open")
+    }
+
+    fn open_accepting_loss(dir: &Path) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+        Store::open(
+            dir,
+            StoreOptions {
+                cache_bytes: 1 << 20,
+                flush_interval: Duration::from_millis(5),
+                accept_data_loss: true,
+            },
+        )
+    }
+
+    /// What sled keeps in its directory, as opposed to Quire's own files.
+    fn remove_sled_files(dir: &Path) {
+        for entry in std::fs::read_dir(dir).expect("list") {
+            let entry = entry.expect("entry");
+            let name = entry.file_name();
+            if name == crate::journal::JOURNAL_FILE || name == crate::datadir::NODE_ID_FILE {
+                continue;
+            }
+            if entry.file_type().expect("type").is_dir() {
+                std::fs::remove_dir_all(entry.path()).expect("remove");
+            } else {
+                std::fs::remove_file(entry.path()).expect("remove");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_lost_acknowledged_writes_is_refused_unless_accepted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, thread) = open(dir.path());
+        let meta = DocMeta::default();
+        for doc in ["a", "b"] {
+            store
+                .append_durable(name(doc), 1, Bytes::from_static(b"x"), meta)
+                .await
+                .expect("append");
+        }
+        store.shutdown().await.expect("shutdown");
+        thread.join().expect("thread");
+
+        // A clean reopen is no alarm.
+        let (store, thread) = open(dir.path());
+        store.shutdown().await.expect("shutdown");
+        thread.join().expect("thread");
+
+        // sled loses everything; the journal remembers.
+        remove_sled_files(dir.path());
+        let refused = Store::open(
+            dir.path(),
+            StoreOptions {
+                cache_bytes: 1 << 20,
+                flush_interval: Duration::from_millis(5),
+                accept_data_loss: false,
+            },
+        );
+        let Err(StoreError::DataLoss { path, loss }) = refused else {
+            panic!("expected a refusal");
+        };
+        assert_eq!(path, dir.path().display().to_string());
+        assert_eq!(loss.found, 0);
+        assert!(loss.expected >= 2, "{loss:?}");
+        assert_eq!(
+            loss.documents
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+
+        // Accepted: it serves what survived, and that is the new baseline.
+        let (store, thread) = open_accepting_loss(dir.path()).expect("starts");
+        assert!(store.load(name("a")).await.expect("load").meta.is_none());
+        store.shutdown().await.expect("shutdown");
+        thread.join().expect("thread");
+        let (store, _thread) = open(dir.path());
+        assert!(store.is_healthy());
     }
 
     #[test]

@@ -43,6 +43,7 @@ impl Server {
             StoreOptions {
                 cache_bytes: 1 << 20,
                 flush_interval: config.flush_interval(),
+                accept_data_loss: false,
             },
         )
         .expect("sled opens");
@@ -302,6 +303,7 @@ async fn a_compacted_document_answers_a_page_load_from_its_stored_bytes_then_war
             StoreOptions {
                 cache_bytes: 1 << 20,
                 flush_interval: Duration::from_millis(5),
+                accept_data_loss: false,
             },
         )
         .expect("sled opens");

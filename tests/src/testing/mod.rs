@@ -204,6 +204,16 @@ impl TestServer {
         }
     }
 
+    /// Replaces the flags after `--listen` and `--data-dir` that the next
+    /// [`restart`](Self::restart) passes, e.g. a flag one restart needs.
+    pub fn set_extra_args<I, S>(&mut self, extra_args: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.extra_args = extra_args.into_iter().map(Into::into).collect();
+    }
+
     /// Starts the server again on the same data directory and port, after
     /// [`kill`](Self::kill) or [`terminate`](Self::terminate).
     pub async fn restart(&mut self) -> Result<(), ServerError> {
