@@ -570,7 +570,14 @@ impl Worker {
         loop {
             let deadline = match &self.fault {
                 Some(fault) => Some(fault.next_probe),
-                None => self.dirty_since.map(|since| since + self.flush_interval),
+                None => {
+                    let flush = self.dirty_since.map(|since| since + self.flush_interval);
+                    // Records of the journal not yet synced are, within a second.
+                    match (flush, self.journal.sync_due()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                }
             };
             let next = match deadline {
                 None => rx.recv().map_err(|_| flume::RecvTimeoutError::Disconnected),
@@ -578,7 +585,7 @@ impl Worker {
             };
             match next {
                 Ok(Op::Shutdown { reply }) => {
-                    let result = self.flush();
+                    let result = self.flush().and_then(|()| Ok(self.journal.sync()?));
                     let _ = reply.send(result);
                     return;
                 }
@@ -588,6 +595,10 @@ impl Worker {
                         self.probe();
                     } else {
                         let _ = self.flush();
+                        // Idle: the last records become durable within a second.
+                        if let Err(e) = self.journal.sync_if_due() {
+                            self.fail(&e.to_string());
+                        }
                     }
                     continue;
                 }
