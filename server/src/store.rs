@@ -145,6 +145,15 @@ pub struct StoredDoc {
     pub tombstone_ms: Option<i64>,
 }
 
+/// When a write is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Once written to sled; on disk at the next group commit.
+    Written,
+    /// Once the group commit that carries it is on disk.
+    OnDisk,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Op {
@@ -160,8 +169,7 @@ enum Op {
         snapshot: Snapshot,
         through_seq: u64,
         meta: DocMeta,
-        /// Reply only once flushed.
-        durable: bool,
+        answer: Answer,
         done: Reply<()>,
     },
     Delete {
@@ -321,15 +329,8 @@ impl Store {
         through_seq: u64,
         meta: DocMeta,
     ) -> Result<(), StoreError> {
-        self.call(|done| Op::Compact {
-            doc,
-            snapshot,
-            through_seq,
-            meta,
-            durable: false,
-            done,
-        })
-        .await
+        self.compact_answering(doc, snapshot, through_seq, meta, Answer::Written)
+            .await
     }
 
     /// Like [`Store::compact`], and returns once it is on disk: what a
@@ -342,12 +343,24 @@ impl Store {
         through_seq: u64,
         meta: DocMeta,
     ) -> Result<(), StoreError> {
+        self.compact_answering(doc, snapshot, through_seq, meta, Answer::OnDisk)
+            .await
+    }
+
+    async fn compact_answering(
+        &self,
+        doc: DocName,
+        snapshot: Snapshot,
+        through_seq: u64,
+        meta: DocMeta,
+        answer: Answer,
+    ) -> Result<(), StoreError> {
         self.call(|done| Op::Compact {
             doc,
             snapshot,
             through_seq,
             meta,
-            durable: true,
+            answer,
             done,
         })
         .await
@@ -824,7 +837,7 @@ impl Worker {
                 snapshot,
                 through_seq,
                 meta,
-                durable,
+                answer,
                 done,
             } => {
                 let result = self
@@ -834,10 +847,11 @@ impl Worker {
                     Ok(()) => {
                         self.touched.insert(doc.as_str().to_owned());
                         self.mark_dirty();
-                        if durable {
-                            self.waiters.push(done);
-                        } else {
-                            let _ = done.send(Ok(()));
+                        match answer {
+                            Answer::OnDisk => self.waiters.push(done),
+                            Answer::Written => {
+                                let _ = done.send(Ok(()));
+                            }
                         }
                     }
                     Err(e) => {
