@@ -254,10 +254,7 @@ impl DocActor {
             self.lifecycle = Lifecycle::Unloadable;
             return None;
         }
-        match &mut self.content {
-            Content::Warm(warm) => Some(warm),
-            Content::Cold(_) => None,
-        }
+        self.content.as_warm_mut()
     }
 
     /// Change-feed subscribers right now.

@@ -112,10 +112,9 @@ impl Content {
         }
     }
 
-    /// The warm document, integrating the snapshot first if cold. If it does
-    /// not load, the content stays cold and untouched, so that storage keeps
-    /// what it has.
-    pub(super) fn warm_up(&mut self) -> Result<&mut Warm, DocumentError> {
+    /// Integrates the snapshot if cold. If it does not load, the content
+    /// stays cold and untouched, so that storage keeps what it has.
+    pub(super) fn warm_up(&mut self) -> Result<(), DocumentError> {
         if let Content::Cold(cold) = self {
             let snapshot = &cold.full_sync[cold.full_sync.len() - cold.snapshot_len..];
             let doc = Document::load_stored(Some(snapshot), [], ValidationLimits::default())?;
@@ -123,9 +122,14 @@ impl Content {
             let full_sync = Some(cold.full_sync.clone());
             *self = Content::Warm(Warm { doc, full_sync });
         }
+        Ok(())
+    }
+
+    /// The warm document, to change, if it is warm.
+    pub(super) fn as_warm_mut(&mut self) -> Option<&mut Warm> {
         match self {
-            Content::Warm(warm) => Ok(warm),
-            Content::Cold(_) => unreachable!("warmed just above"),
+            Content::Warm(warm) => Some(warm),
+            Content::Cold(_) => None,
         }
     }
 
@@ -329,7 +333,8 @@ mod tests {
             "answering a page load integrated the snapshot"
         );
 
-        let warm = content.warm_up().expect("the snapshot loads");
+        content.warm_up().expect("the snapshot loads");
+        let warm = content.as_warm().expect("warm");
         assert_eq!(warm.doc().root_text("body").as_deref(), Some("hello"));
         assert_eq!(content.state_vector_v1(), state_vector);
         assert_eq!(content.full_sync_frame(), frame, "the stored frame is kept");
@@ -353,7 +358,8 @@ mod tests {
         let update = typed(2, "more ")
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
-        let warm = content.warm_up().expect("warm");
+        content.warm_up().expect("warm");
+        let warm = content.as_warm_mut().expect("warm");
         assert_eq!(warm.apply_update_v1(&update), Ok(true));
         let after = content.full_sync_frame();
         assert_ne!(before, after);
