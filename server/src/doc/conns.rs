@@ -177,38 +177,38 @@ impl Connections {
             return Vec::new();
         }
         let frames = std::mem::take(&mut self.batch.frames);
-        let mut outcomes = Vec::new();
+        // Only failures are collected: a batch that reaches everyone
+        // allocates nothing.
+        let mut failed = Vec::new();
         for (id, link) in &self.links {
             let theirs = frames
                 .iter()
                 .filter(|(_, origin)| *origin != Some(*id))
                 .map(|(frame, _)| frame);
-            outcomes.push((
-                *id,
-                link.outbound.try_send_all(theirs, self.max_outbound_bytes),
-            ));
+            if let Err(e) = link.outbound.try_send_all(theirs, self.max_outbound_bytes) {
+                failed.push((*id, e));
+            }
         }
         // Keep the allocation for the next batch.
         self.batch.frames = frames;
         self.batch.frames.clear();
-        self.settle(outcomes)
+        self.settle(failed)
     }
 
     /// Sends one frame to every connection, after the pending batch.
     pub(super) fn broadcast(&mut self, frame: Bytes) -> Departures {
         let mut departed = self.flush();
-        let outcomes: Vec<_> = self
+        let failed: Vec<_> = self
             .links
             .iter()
-            .map(|(id, link)| {
-                (
-                    *id,
-                    link.outbound
-                        .try_send(frame.clone(), self.max_outbound_bytes),
-                )
+            .filter_map(|(id, link)| {
+                let sent = link
+                    .outbound
+                    .try_send(frame.clone(), self.max_outbound_bytes);
+                sent.err().map(|e| (*id, e))
             })
             .collect();
-        departed.extend(self.settle(outcomes));
+        departed.extend(self.settle(failed));
         departed
     }
 
@@ -216,24 +216,24 @@ impl Connections {
     pub(super) fn send_to(&mut self, id: ConnId, frame: Bytes) -> Departures {
         let mut departed = self.flush();
         if let Some(link) = self.links.get(&id) {
-            let outcome = link.outbound.try_send(frame, self.max_outbound_bytes);
-            departed.extend(self.settle(vec![(id, outcome)]));
+            if let Err(e) = link.outbound.try_send(frame, self.max_outbound_bytes) {
+                departed.extend(self.settle(vec![(id, e)]));
+            }
         }
         departed
     }
 
     /// Closes the connections that cannot keep up (they resync when they
     /// reconnect) and forgets those already gone.
-    fn settle(&mut self, outcomes: Vec<(ConnId, Result<(), QueueError>)>) -> Departures {
-        outcomes
+    fn settle(&mut self, failed: Vec<(ConnId, QueueError)>) -> Departures {
+        failed
             .into_iter()
-            .filter_map(|(id, outcome)| match outcome {
-                Ok(()) => None,
-                Err(QueueError::Full) => self.kick(
+            .filter_map(|(id, error)| match error {
+                QueueError::Full => self.kick(
                     id,
                     CloseReason::new(CloseReason::POLICY, "client too slow; reconnect to resync"),
                 ),
-                Err(QueueError::Closed) => self.leave(id),
+                QueueError::Closed => self.leave(id),
             })
             .collect()
     }
