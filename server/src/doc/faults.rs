@@ -46,11 +46,6 @@ pub(super) fn refusal(writer: Writer) -> Refusal {
     }
 }
 
-/// Whether an update is even applied: not while storage is failing.
-pub(super) fn admits(storage_healthy: bool) -> bool {
-    storage_healthy
-}
-
 /// What happens to an applied update once its append returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AfterAppend {
@@ -94,7 +89,7 @@ mod tests {
             (false, Writer::Peer, Some(Refusal::Ignore)),
         ];
         for (healthy, writer, expected) in cases {
-            let got = (!admits(*healthy)).then(|| refusal(*writer));
+            let got = (!*healthy).then(|| refusal(*writer));
             assert_eq!(&got, expected, "healthy {healthy}, {writer:?}");
         }
     }
