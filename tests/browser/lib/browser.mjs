@@ -89,3 +89,15 @@ export async function eventually (fn, { what, timeout = 15000, interval = 50 } =
     await new Promise((resolve) => setTimeout(resolve, interval))
   }
 }
+
+/** Records every value the status pill takes, from now on. */
+export async function recordStatus (page) {
+  await page.evaluate(() => {
+    const pill = document.querySelector('[data-testid=status]')
+    window.__statusLog = [pill.dataset.status]
+    new MutationObserver(() => {
+      const now = pill.dataset.status
+      if (window.__statusLog.at(-1) !== now) window.__statusLog.push(now)
+    }).observe(pill, { attributes: true, attributeFilter: ['data-status'] })
+  })
+}

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict'
 import * as fs from 'node:fs'
 import * as Y from 'yjs'
 import { startQuire } from '../lib/server.mjs'
-import { editorText, eventually, launchBrowser, newPerson, screenshotPath } from '../lib/browser.mjs'
+import { editorText, eventually, launchBrowser, newPerson, recordStatus, screenshotPath } from '../lib/browser.mjs'
 
 const DOC = 'team/launch-plan'
 const DOC_PATH = '/d/team/launch-plan'
@@ -36,18 +36,6 @@ function assertNoPageErrors () {
 }
 
 const statusOf = (page) => page.getAttribute('[data-testid=status]', 'data-status')
-
-/** Records every value the status pill takes, from now on. */
-async function recordStatus (page) {
-  await page.evaluate(() => {
-    const pill = document.querySelector('[data-testid=status]')
-    window.__statusLog = [pill.dataset.status]
-    new MutationObserver(() => {
-      const now = pill.dataset.status
-      if (window.__statusLog.at(-1) !== now) window.__statusLog.push(now)
-    }).observe(pill, { attributes: true, attributeFilter: ['data-status'] })
-  })
-}
 
 async function openEditor (person, path = DOC_PATH) {
   await person.page.goto(server.url + path)

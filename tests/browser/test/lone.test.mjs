@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { startQuire } from '../lib/server.mjs'
-import { editorText, eventually, launchBrowser, newPerson } from '../lib/browser.mjs'
+import { editorText, eventually, launchBrowser, newPerson, recordStatus } from '../lib/browser.mjs'
 
 // Past two of y-websocket's 30 s reconnect timeouts.
 const ALONE_MS = 72000
@@ -31,12 +31,7 @@ test('a lone editor stays connected for 70 s without the status flickering', { t
   await ada.page.waitForSelector('.ProseMirror')
   const statusOf = () => ada.page.getAttribute('[data-testid=status]', 'data-status')
   await eventually(async () => (await statusOf()) === 'connected', { what: 'ada connected' })
-  await ada.page.evaluate(() => {
-    const pill = document.querySelector('[data-testid=status]')
-    window.__statusLog = [pill.dataset.status]
-    new MutationObserver(() => window.__statusLog.push(pill.dataset.status))
-      .observe(pill, { attributes: true, attributeFilter: ['data-status'] })
-  })
+  await recordStatus(ada.page)
   const start = Date.now()
   await ada.page.locator('.ProseMirror').click()
   await ada.page.keyboard.type('Writing alone for a while.', { delay: 20 })
