@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
             .init(),
     }
 
+    survive_file_size_limit()?;
     let drain = CancellationToken::new();
     let signals = drain.clone();
     tokio::spawn(async move {
@@ -39,6 +40,21 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     });
     quire_server::serve(config, drain).await?;
+    Ok(())
+}
+
+/// A write past the process's file-size limit (RLIMIT_FSIZE) raises
+/// SIGXFSZ, whose default action ends the process. Caught, the write fails
+/// with EFBIG instead, and storage treats it as any failed write: an outage
+/// it recovers from once the limit is raised (PostgreSQL ignores SIGXFSZ for
+/// the same reason).
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut signals = signal(SignalKind::from_raw(libc::SIGXFSZ))?;
+        tokio::spawn(async move { while signals.recv().await.is_some() {} });
+    }
     Ok(())
 }
 

@@ -570,13 +570,20 @@ pub async fn healthz() -> &'static str {
         (status = 200, description = "Storage works and the server is not draining", body = serde_json::Value),
         (status = 503, description = "Not ready, with the reason", body = ErrorBody),
     ))]
-/// `GET /readyz`: ready while storage works and the server is not draining.
+/// `GET /readyz`: ready while storage works (and every loaded document is on
+/// disk again after an outage) and the server is not draining.
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
     if app.draining.is_cancelled() {
         return Err(AppError::Unavailable("draining: shutting down".into()));
     }
     if !app.store.is_healthy() {
         return Err(AppError::Unavailable("storage is failing".into()));
+    }
+    let recovering = app.registry.recovering();
+    if recovering > 0 {
+        return Err(AppError::Unavailable(format!(
+            "storage recovered; {recovering} loaded documents are still writing their whole state"
+        )));
     }
     if let Some(cluster) = &app.cluster {
         cluster.readiness().map_err(AppError::Unavailable)?;

@@ -665,6 +665,16 @@ impl Worker {
         result
     }
 
+    /// A read that failed starts an outage like a failed write, and its
+    /// caller hears "unavailable" (a 503, a retry), not an internal error:
+    /// the cause was logged once, by `fail`.
+    fn observe_read<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.observe(result).map_err(|e| match e {
+            StoreError::Sled(_) | StoreError::Files(_) => StoreError::Unavailable,
+            other => other,
+        })
+    }
+
     fn fail(&mut self, error: &str) {
         // What was batched or awaited went with the failed write. The
         // documents still hold it in memory and persist their whole state
@@ -877,11 +887,11 @@ impl Worker {
             }
             Op::Tombstone { doc, reply } => {
                 let result = self.readable().and_then(|db| tombstone(db, &doc));
-                let _ = reply.send(self.observe(result));
+                let _ = reply.send(self.observe_read(result));
             }
             Op::Load { doc, reply } => {
                 let result = self.readable().and_then(|db| load(db, &doc));
-                let _ = reply.send(self.observe(result));
+                let _ = reply.send(self.observe_read(result));
             }
             Op::List {
                 prefix,
@@ -892,7 +902,7 @@ impl Worker {
                 let result = self
                     .readable()
                     .and_then(|db| list(db, &prefix, after.as_deref(), limit));
-                let _ = reply.send(self.observe(result));
+                let _ = reply.send(self.observe_read(result));
             }
             Op::NodeId { generate, reply } => {
                 let result = self.writable().and_then(|db| node_id(db, generate));

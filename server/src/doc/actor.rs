@@ -361,10 +361,12 @@ impl DocActor {
                 self.request_sync(Reach::EveryNode, Presence::Ask);
                 self.publish_local_awareness();
             }
-            DocCommand::Persist => {
-                if let Err(e) = self.persist().await {
+            DocCommand::Persist { reply } => {
+                let persisted = self.persist().await;
+                if let Err(e) = &persisted {
                     tracing::debug!(error = %e, "not persisted yet; storage failed again");
                 }
+                let _ = reply.send(persisted.is_ok());
             }
             DocCommand::AwaitPeers { reply } => {
                 let empty = self.is_empty();

@@ -139,8 +139,11 @@ pub enum DocCommand {
         reply: oneshot::Sender<bool>,
     },
     /// Storage recovered: write the whole state unless storage holds it
-    /// for sure (no outage since the last time it did).
-    Persist,
+    /// for sure (no outage since the last time it did). Answers whether
+    /// storage holds it now.
+    Persist {
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 #[cfg(test)]

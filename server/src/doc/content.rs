@@ -54,7 +54,7 @@ pub(super) fn need(command: &DocCommand) -> Need {
         | DocCommand::Info { .. }
         | DocCommand::Delete { .. }
         // A cold document is what storage holds already.
-        | DocCommand::Persist => Need::Nothing,
+        | DocCommand::Persist { .. } => Need::Nothing,
         // A client with nothing gets the whole state: the snapshot itself.
         DocCommand::SyncStep1 { state_vector, .. } if state_vector.is_empty() => Need::Nothing,
         DocCommand::SyncStep1 { .. }

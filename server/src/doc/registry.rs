@@ -49,6 +49,9 @@ struct Inner {
     next_actor_id: AtomicU64,
     cluster: OnceLock<Cluster>,
     unpersisted: Arc<AtomicUsize>,
+    /// Loaded documents still to persist their whole state since storage
+    /// last recovered: the node is not ready until none is left.
+    recovering: AtomicUsize,
 }
 
 impl Registry {
@@ -68,6 +71,7 @@ impl Registry {
                 next_actor_id: AtomicU64::new(1),
                 cluster: OnceLock::new(),
                 unpersisted: Arc::new(AtomicUsize::new(0)),
+                recovering: AtomicUsize::new(0),
             }),
         }
     }
@@ -89,20 +93,60 @@ impl Registry {
                     }
                     _ = shutdown.cancelled() => return,
                 }
-                if *health.borrow_and_update() {
+                // Until every loaded document answered that it is on disk,
+                // or storage failed again.
+                while *health.borrow_and_update() {
                     registry.persist_all().await;
+                    if registry.recovering() == 0 {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
                 }
             }
         });
     }
 
+    /// Asks every loaded document to persist, all at once so that their
+    /// writes share group commits, then counts the answers down. A document
+    /// that could not (storage failed again) keeps the count above zero
+    /// until the next recovery starts over.
     async fn persist_all(&self) {
-        for name in self.loaded_names() {
-            if let Some(handle) = self.loaded(&name) {
+        let names = self.loaded_names();
+        self.inner.recovering.store(names.len(), Ordering::Release);
+        let mut answers = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(handle) = self.loaded(&name) else {
                 // Gone: it persisted on its way out.
-                let _ = handle.send(DocCommand::Persist).await;
+                self.inner.recovering.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            };
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if handle.send(DocCommand::Persist { reply }).await.is_err() {
+                self.inner.recovering.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            answers.push(answer);
+        }
+        for answer in answers {
+            // An actor that stopped before answering persisted on its way
+            // out, or counted itself as unpersisted.
+            if answer.await.unwrap_or(true) {
+                self.inner.recovering.fetch_sub(1, Ordering::AcqRel);
             }
         }
+        match self.inner.recovering.load(Ordering::Acquire) {
+            0 => tracing::info!("every loaded document is on disk again: ready"),
+            left => tracing::warn!(left, "loaded documents not yet on disk again; retrying"),
+        }
+    }
+
+    /// Loaded documents that have not yet persisted their whole state since
+    /// storage recovered.
+    pub fn recovering(&self) -> usize {
+        self.inner.recovering.load(Ordering::Acquire)
     }
 
     /// Documents that stopped without their state on disk (at shutdown,
