@@ -172,11 +172,24 @@ pub async fn list(
             "token grants no document under {prefix:?}"
         )));
     }
-    let stored = app
-        .store
-        .list(prefix.clone(), q.cursor.clone(), limit + 1)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    // With a shared record, it lists every node's documents.
+    let stored = match app.registry.record() {
+        Some(record) => record
+            .list(&prefix, q.cursor.as_deref(), limit + 1)
+            .await
+            .map_err(|e| match e {
+                crate::record::RecordError::Unavailable(_) => AppError::StorageUnavailable,
+                e => AppError::Internal(e.to_string()),
+            })?,
+        None => app
+            .store
+            .list(prefix.clone(), q.cursor.clone(), limit + 1)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Unavailable => AppError::StorageUnavailable,
+                e => AppError::Internal(e.to_string()),
+            })?,
+    };
     let mut merged: BTreeMap<String, DocSummary> = stored
         .into_iter()
         .map(|(name, meta)| {
@@ -587,6 +600,9 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Valu
     }
     if let Some(cluster) = &app.cluster {
         cluster.readiness().map_err(AppError::Unavailable)?;
+    }
+    if let Some(record) = app.registry.record() {
+        record.readiness().map_err(AppError::Unavailable)?;
     }
     Ok(Json(
         serde_json::json!({ "status": "ready", "node_id": &*app.node_id }),

@@ -124,7 +124,8 @@ pub enum DocCommand {
     },
     Delete {
         origin: DeleteOrigin,
-        reply: oneshot::Sender<()>,
+        /// The shared record refused the delete: nothing was deleted.
+        reply: oneshot::Sender<Result<(), crate::record::RecordError>>,
     },
     Subscribe {
         reply: oneshot::Sender<Subscription>,

@@ -15,6 +15,7 @@ use super::settings::ActorSettings;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::names::DocName;
+use crate::record::Record;
 use crate::store::Store;
 use crdt_core::Document;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,6 +49,7 @@ struct Inner {
     shutdown: CancellationToken,
     next_actor_id: AtomicU64,
     cluster: OnceLock<Cluster>,
+    record: OnceLock<Record>,
     unpersisted: Arc<AtomicUsize>,
     /// Loaded documents still to persist their whole state since storage
     /// last recovered: the node is not ready until none is left.
@@ -70,6 +72,7 @@ impl Registry {
                 shutdown,
                 next_actor_id: AtomicU64::new(1),
                 cluster: OnceLock::new(),
+                record: OnceLock::new(),
                 unpersisted: Arc::new(AtomicUsize::new(0)),
                 recovering: AtomicUsize::new(0),
             }),
@@ -164,6 +167,16 @@ impl Registry {
         self.inner.cluster.get()
     }
 
+    /// With `--postgres-url`: documents load from, and are deleted in, the
+    /// shared record. Set before the first document opens.
+    pub fn set_record(&self, record: Record) {
+        let _ = self.inner.record.set(record);
+    }
+
+    pub fn record(&self) -> Option<&Record> {
+        self.inner.record.get()
+    }
+
     pub fn loaded_names(&self) -> Vec<DocName> {
         self.inner.directory.names()
     }
@@ -213,7 +226,13 @@ impl Registry {
         if self.inner.shutdown.is_cancelled() {
             return Err(OpenError::ShuttingDown);
         }
-        let stored = load::load(&self.inner.store, name, Warmth::ColdIfSnapshot).await?;
+        let stored = load::load(
+            &self.inner.store,
+            self.inner.record.get(),
+            name,
+            Warmth::ColdIfSnapshot,
+        )
+        .await?;
         let loaded = match (stored.doc, if_absent) {
             (Some(loaded), _) => loaded,
             (None, IfAbsent::Create) => Loaded {
@@ -254,6 +273,7 @@ impl Registry {
                 settings: self.inner.settings.clone(),
                 shutdown: self.inner.shutdown.clone(),
                 cluster: self.inner.cluster.get().cloned(),
+                record: self.inner.record.get().cloned(),
                 unpersisted: self.inner.unpersisted.clone(),
             },
         ));
@@ -302,8 +322,11 @@ impl Registry {
                     reply,
                 })
                 .await;
-            if deleted.is_ok() {
-                return Ok(true);
+            match deleted {
+                Ok(Ok(())) => return Ok(true),
+                Ok(Err(e)) => return Err(OpenError::Record(e)),
+                // Unloaded meanwhile: open it again.
+                Err(Gone) => continue,
             }
         }
         Ok(false)
