@@ -208,6 +208,8 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
                 Duration::from_secs(config.postgres_lag_secs),
             )?;
             registry.set_record(record.clone());
+            let warming = record.clone();
+            tokio::spawn(async move { warming.warm_up().await });
             let stop = CancellationToken::new();
             let task = tokio::spawn(upload::run(record.clone(), store.clone(), stop.clone()));
             tracing::info!("documents are recorded in PostgreSQL; this node's sled is its spool");

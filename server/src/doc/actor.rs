@@ -237,6 +237,9 @@ impl DocActor {
                 peers.unsubscribe();
             }
             Box::pin(self.persist_before_exit()).await;
+            if let Some(record) = &self.env.record {
+                record.hint_compaction(self.name.as_str());
+            }
         }
         .instrument(span)
         .await

@@ -75,7 +75,7 @@ pub(super) async fn load(
         }
     }
     let tombstone_ms = stored.tombstone_ms;
-    let meta = match (stored.meta, recorded.parts.is_empty()) {
+    let meta = match (stored.meta, recorded.is_empty()) {
         (Some(meta), _) => meta,
         (None, false) => DocMeta {
             updated_at_ms: recorded.updated_at_ms.unwrap_or(0),
@@ -94,9 +94,19 @@ pub(super) async fn load(
     let lone_snapshot = stored
         .snapshot
         .as_deref()
-        .filter(|_| stored.log.is_empty() && recorded.parts.is_empty());
+        .filter(|_| stored.log.is_empty() && recorded.is_empty());
+    // Only the record's compacted snapshot, and nothing here: greet from it.
+    let recorded_snapshot = recorded.snapshot.as_ref().filter(|_| {
+        recorded.updates.is_empty() && stored.snapshot.is_none() && stored.log.is_empty()
+    });
     let content = match (lone_snapshot, stored.snapshot_state_vector, warmth) {
         (Some(snapshot), Some(state_vector), Warmth::ColdIfSnapshot) => {
+            Content::cold(snapshot, state_vector)
+        }
+        _ if warmth == Warmth::ColdIfSnapshot && recorded_snapshot.is_some() => {
+            let (snapshot, state_vector) = recorded_snapshot
+                .map(|(s, v)| (s.as_slice(), v.clone()))
+                .unwrap_or_default();
             Content::cold(snapshot, state_vector)
         }
         _ => Content::warm(
@@ -106,7 +116,7 @@ pub(super) async fn load(
                     .log
                     .iter()
                     .map(|(_, u)| u.as_slice())
-                    .chain(recorded.parts.iter().map(Vec::as_slice)),
+                    .chain(recorded.parts()),
                 ValidationLimits::default(),
             )?,
             lone_snapshot,

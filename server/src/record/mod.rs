@@ -20,12 +20,16 @@ pub mod upload;
 
 use crate::store::DocMeta;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
 pub use sql::Recorded;
+
+/// Documents waiting to be compacted after leaving memory, at most.
+const MAX_COMPACTION_HINTS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -63,6 +67,10 @@ struct State {
     migrated: AtomicBool,
     /// The last request reached PostgreSQL.
     up: AtomicBool,
+    /// Documents that left memory: compacted after their last upload, so
+    /// that their next load is one snapshot (bounded; a dropped hint only
+    /// costs that load an integration).
+    compaction_hints: Mutex<BTreeSet<String>>,
     /// When the oldest update still waiting in the spool was applied (ms),
     /// 0 when the spool is empty.
     oldest_waiting_ms: AtomicI64,
@@ -108,6 +116,7 @@ impl Record {
             state: Arc::new(State {
                 migrated: AtomicBool::new(false),
                 up: AtomicBool::new(true),
+                compaction_hints: Mutex::new(BTreeSet::new()),
                 oldest_waiting_ms: AtomicI64::new(0),
                 lag_limit,
             }),
@@ -141,6 +150,30 @@ impl Record {
             (false, true, _) => tracing::info!("PostgreSQL reachable again"),
             _ => {}
         }
+    }
+
+    /// Connects and migrates the schema now, so that the first load does
+    /// not wait for it. A failure is logged, and retried on use.
+    pub async fn warm_up(&self) {
+        let _ = self.client().await;
+    }
+
+    /// `doc` left this node's memory: compact it once its last updates are
+    /// uploaded.
+    pub fn hint_compaction(&self, doc: &str) {
+        if let Ok(mut hints) = self.state.compaction_hints.lock() {
+            if hints.len() < MAX_COMPACTION_HINTS {
+                hints.insert(doc.to_owned());
+            }
+        }
+    }
+
+    fn take_compaction_hints(&self) -> BTreeSet<String> {
+        self.state
+            .compaction_hints
+            .lock()
+            .map(|mut hints| std::mem::take(&mut *hints))
+            .unwrap_or_default()
     }
 
     /// Everything PostgreSQL holds for `doc`, read in one snapshot.

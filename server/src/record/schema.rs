@@ -17,8 +17,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE quire_docs (
         -- "C": names sort by bytes, as in sled and in listing cursors.
         name text COLLATE "C" PRIMARY KEY,
-        -- Every update merged before the rows below (v1), if any.
+        -- Every update merged before the rows below (v1), if any, as an
+        -- integrated document encodes it, and that document's state vector:
+        -- with no rows, a node greets clients from these bytes (cold).
         snapshot bytea,
+        state_vector bytea,
         -- Snapshot plus update bytes, for listing.
         bytes bigint NOT NULL DEFAULT 0,
         -- Update rows since the snapshot; compaction starts past a bound.

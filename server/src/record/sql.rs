@@ -2,58 +2,59 @@
 
 use super::RecordError;
 use crate::store::DocMeta;
-use tokio_postgres::IsolationLevel;
 
 /// What PostgreSQL holds for one document.
 #[derive(Debug, Default)]
 pub struct Recorded {
-    /// The snapshot, then every update row: together, the document.
-    pub parts: Vec<Vec<u8>>,
+    /// The compacted state, with its state vector.
+    pub snapshot: Option<(Vec<u8>, Vec<u8>)>,
+    /// The update rows since the snapshot.
+    pub updates: Vec<Vec<u8>>,
     /// When it was last deleted, if ever (and not re-created since).
     pub deleted_at_ms: Option<i64>,
     pub updated_at_ms: Option<i64>,
+}
+
+impl Recorded {
+    /// The snapshot, then every update: together, the document.
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        self.snapshot
+            .iter()
+            .map(|(snapshot, _)| snapshot.as_slice())
+            .chain(self.updates.iter().map(Vec::as_slice))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.updates.is_empty()
+    }
 }
 
 pub(super) async fn load(
     client: &mut deadpool_postgres::Object,
     doc: &str,
 ) -> Result<Recorded, RecordError> {
-    // One snapshot of the database: a compaction that commits between the
-    // two reads must not hide the rows it merged from both.
-    let txn = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let Some(row) = txn
-        .query_opt(
-            "SELECT snapshot, updated_at_ms, deleted_at_ms FROM quire_docs WHERE name = $1",
-            &[&doc],
+    // One statement, so one snapshot of the database: a compaction that
+    // commits meanwhile cannot hide the rows it merged from both reads. And
+    // one round trip, prepared once per connection: this is the cold load.
+    let statement = client
+        .prepare_cached(
+            "SELECT d.snapshot, d.state_vector, d.updated_at_ms, d.deleted_at_ms,
+                    ARRAY(SELECT u.payload FROM quire_updates u WHERE u.doc = d.name
+                          ORDER BY u.node_id, u.node_seq)
+             FROM quire_docs d WHERE d.name = $1",
         )
-        .await?
-    else {
+        .await?;
+    let Some(row) = client.query_opt(&statement, &[&doc]).await? else {
         return Ok(Recorded::default());
     };
-    let mut recorded = Recorded {
-        parts: Vec::new(),
-        updated_at_ms: Some(row.try_get(1)?),
-        deleted_at_ms: row.try_get(2)?,
-    };
-    if let Some(snapshot) = row.try_get::<_, Option<Vec<u8>>>(0)? {
-        recorded.parts.push(snapshot);
-    }
-    for row in txn
-        .query(
-            "SELECT payload FROM quire_updates WHERE doc = $1 ORDER BY node_id, node_seq",
-            &[&doc],
-        )
-        .await?
-    {
-        recorded.parts.push(row.try_get(0)?);
-    }
-    txn.commit().await?;
-    Ok(recorded)
+    let snapshot: Option<Vec<u8>> = row.try_get(0)?;
+    let state_vector: Option<Vec<u8>> = row.try_get(1)?;
+    Ok(Recorded {
+        snapshot: snapshot.zip(state_vector),
+        updated_at_ms: Some(row.try_get(2)?),
+        deleted_at_ms: row.try_get(3)?,
+        updates: row.try_get(4)?,
+    })
 }
 
 pub(super) async fn delete(
@@ -77,7 +78,7 @@ pub(super) async fn delete(
         "INSERT INTO quire_docs (name, updated_at_ms, deleted_at_ms) VALUES ($1, $2, $2)
          ON CONFLICT (name) DO UPDATE SET
              deleted_at_ms = GREATEST(COALESCE(quire_docs.deleted_at_ms, $2), $2),
-             snapshot = NULL, bytes = 0, pending_rows = 0",
+             snapshot = NULL, state_vector = NULL, bytes = 0, pending_rows = 0",
         &[&doc, &at_ms],
     )
     .await?;
@@ -220,11 +221,13 @@ pub(super) async fn read_for_compaction(
     }
     let Some(row) = txn
         .query_opt(
-            "SELECT snapshot FROM quire_docs WHERE name = $1 AND deleted_at_ms IS NULL FOR UPDATE",
+            "SELECT snapshot FROM quire_docs
+             WHERE name = $1 AND deleted_at_ms IS NULL AND pending_rows > 0 FOR UPDATE",
             &[&doc],
         )
         .await?
     else {
+        // Deleted, or nothing to merge.
         return Ok(None);
     };
     let mut compacting = Compacting {
@@ -249,12 +252,14 @@ pub(super) async fn write_compaction(
     txn: &deadpool_postgres::Transaction<'_>,
     doc: &str,
     snapshot: &[u8],
+    state_vector: &[u8],
     keys: &(Vec<String>, Vec<i64>),
 ) -> Result<(), RecordError> {
     let bytes = snapshot.len() as i64;
     txn.execute(
-        "UPDATE quire_docs SET snapshot = $2, bytes = $3, pending_rows = 0 WHERE name = $1",
-        &[&doc, &snapshot, &bytes],
+        "UPDATE quire_docs SET snapshot = $2, state_vector = $3, bytes = $4, pending_rows = 0
+         WHERE name = $1",
+        &[&doc, &snapshot, &state_vector, &bytes],
     )
     .await?;
     txn.execute(

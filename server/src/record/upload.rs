@@ -85,6 +85,17 @@ pub async fn upload_once(record: &Record, store: &Store) -> Result<usize, Upload
     Ok(count)
 }
 
+/// Compacts the documents that left memory since the last call (their last
+/// updates are uploaded by now: the spool is read in order, and they were
+/// spooled before they were hinted).
+async fn compact_unloaded(record: &Record) {
+    for doc in record.take_compaction_hints() {
+        if let Err(e) = record.compact(&doc).await {
+            tracing::debug!(doc, error = %e, "compaction in PostgreSQL failed");
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error(transparent)]
@@ -131,13 +142,17 @@ impl Record {
             return Ok(());
         };
         let parts = compacting.parts;
-        let snapshot = tokio::task::spawn_blocking(move || {
-            crdt_core::merge_updates_v1(parts.iter().map(Vec::as_slice))
+        // Integrated, not merged: the snapshot is then exactly what a
+        // document encodes, and its state vector is the document's, so a
+        // node can greet clients from these bytes without integrating them.
+        let (snapshot, state_vector) = tokio::task::spawn_blocking(move || {
+            let doc = crdt_core::Document::load(None, parts.iter().map(Vec::as_slice))?;
+            Ok::<_, crdt_core::DocumentError>((doc.encode_state_v1(), doc.state_vector_v1()))
         })
         .await
         .map_err(|e| RecordError::Corrupt(format!("compaction panicked: {e}")))?
         .map_err(|e| RecordError::Corrupt(format!("document {doc}: {e}")))?;
-        sql::write_compaction(&txn, doc, &snapshot, &compacting.keys).await?;
+        sql::write_compaction(&txn, doc, &snapshot, &state_vector, &compacting.keys).await?;
         txn.commit().await?;
         metrics::counter!("quire_record_compactions_total").increment(1);
         tracing::debug!(doc, bytes = snapshot.len(), "compacted in PostgreSQL");
@@ -156,6 +171,7 @@ pub async fn run(record: Record, store: Store, stop: CancellationToken) {
             }
             Ok(_) => {
                 retry = RETRY_FIRST;
+                compact_unloaded(&record).await;
                 UPLOAD_EVERY
             }
             Err(e) => {
@@ -178,7 +194,10 @@ pub async fn run(record: Record, store: Store, stop: CancellationToken) {
 pub async fn finish(record: &Record, store: &Store, deadline: tokio::time::Instant) {
     loop {
         match upload_once(record, store).await {
-            Ok(0) => return,
+            Ok(0) => {
+                compact_unloaded(record).await;
+                return;
+            }
             Ok(_) => continue,
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 tracing::warn!(error = %e, "updates are left in this node's spool, not in PostgreSQL: they upload at its next start (a lost data directory loses them)");
