@@ -12,7 +12,7 @@
 
 use super::close::CloseReason;
 use super::command::{
-    ApplyError, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, SnapshotBody, SnapshotFormat,
+    ApplyError, BackupState, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, SnapshotBody, SnapshotFormat,
     SnapshotRequest, Subscription,
 };
 use super::conns::{Connections, Departures};
@@ -365,6 +365,14 @@ impl DocActor {
                 if let Err(e) = self.persist().await {
                     tracing::debug!(error = %e, "not persisted yet; storage failed again");
                 }
+            }
+            DocCommand::Backup { reply } => {
+                let (update, state_vector_v1) = self.content.whole_state();
+                let _ = reply.send(BackupState {
+                    update,
+                    state_vector_v1,
+                    updated_at_ms: self.position.updated_at_ms(),
+                });
             }
             DocCommand::AwaitPeers { reply } => {
                 let empty = self.is_empty();

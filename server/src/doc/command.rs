@@ -141,6 +141,21 @@ pub enum DocCommand {
     /// Storage recovered: write the whole state unless storage holds it
     /// for sure (no outage since the last time it did).
     Persist,
+    /// The whole state for a backup (`crate::backup`), without integrating
+    /// a cold document.
+    Backup {
+        reply: oneshot::Sender<BackupState>,
+    },
+}
+
+/// A document's whole state, both parts from the same turn of its actor,
+/// so the state vector is exactly the update's.
+#[derive(Debug, Clone)]
+pub struct BackupState {
+    /// `Y.encodeStateAsUpdate(doc)`: what a compaction would store.
+    pub update: Bytes,
+    pub state_vector_v1: Vec<u8>,
+    pub updated_at_ms: i64,
 }
 
 #[cfg(test)]
