@@ -25,7 +25,9 @@ const SLED_FILES: [&str; 2] = ["conf", "db"];
 pub enum CheckError {
     #[error("{path} is not a Quire data directory (no sled database in it)")]
     NotADataDir { path: String },
-    #[error("cannot open the sled database in {path} (a server running on it holds its lock): {error}")]
+    #[error("{path} is in use (a server running on it holds sled's lock): stop it first, or check a backup instead")]
+    Locked { path: String },
+    #[error("cannot open the sled database in {path}: {error}")]
     Open { path: String, error: sled::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -43,6 +45,8 @@ pub enum DataDirProblem {
     Document { name: String, error: String },
     #[error("document {name:?}: the stored state vector differs from its snapshot's")]
     StateVector { name: String },
+    #[error("sled cannot read its list of documents past {after:?}: {error}")]
+    Unlistable { after: Option<String>, error: String },
     #[error("stored name {name:?} is not a valid document name")]
     Name { name: String },
 }
@@ -84,9 +88,14 @@ pub fn data_dir(path: &Path) -> Result<Report, CheckError> {
     if !SLED_FILES.iter().all(|f| path.join(f).is_file()) {
         return Err(CheckError::NotADataDir { path: shown });
     }
-    let db = store::open_db(path, DEFAULT_SLED_CACHE_BYTES).map_err(|error| CheckError::Open {
-        path: shown.clone(),
-        error,
+    let db = store::open_db(path, DEFAULT_SLED_CACHE_BYTES).map_err(|error| match &error {
+        sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock => CheckError::Locked {
+            path: shown.clone(),
+        },
+        _ => CheckError::Open {
+            path: shown.clone(),
+            error,
+        },
     })?;
     let mut report = Report {
         commit: store::stored_commit(&db)?,
@@ -110,13 +119,22 @@ pub fn data_dir(path: &Path) -> Result<Report, CheckError> {
     }
     let mut after = None;
     loop {
-        let page = store::list(&db, "", after.as_deref(), PAGE)?;
+        let page = match store::list(&db, "", after.as_deref(), PAGE) {
+            Ok(page) => page,
+            Err(e) => {
+                report.problems.push(DataDirProblem::Unlistable {
+                    after,
+                    error: e.to_string(),
+                });
+                break;
+            }
+        };
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         for (name, meta) in page {
             report.documents += 1;
             report.bytes += meta.bytes;
-            if let Some(problem) = check_document(&db, name)? {
+            if let Some(problem) = check_document(&db, name) {
                 report.problems.push(problem);
             }
         }
@@ -125,11 +143,19 @@ pub fn data_dir(path: &Path) -> Result<Report, CheckError> {
 }
 
 /// Rebuilds one document as a load does; its problem, if any.
-fn check_document(db: &sled::Db, name: String) -> Result<Option<DataDirProblem>, CheckError> {
+fn check_document(db: &sled::Db, name: String) -> Option<DataDirProblem> {
     let Ok(doc) = DocName::parse(&name) else {
-        return Ok(Some(DataDirProblem::Name { name }));
+        return Some(DataDirProblem::Name { name });
     };
-    let stored = store::load(db, &doc)?;
+    let stored = match store::load(db, &doc) {
+        Ok(stored) => stored,
+        Err(e) => {
+            return Some(DataDirProblem::Document {
+                name,
+                error: e.to_string(),
+            })
+        }
+    };
     let loaded = match Document::load_stored(
         stored.snapshot.as_deref(),
         stored.log.iter().map(|(_, u)| u.as_slice()),
@@ -137,10 +163,10 @@ fn check_document(db: &sled::Db, name: String) -> Result<Option<DataDirProblem>,
     ) {
         Ok(loaded) => loaded,
         Err(e) => {
-            return Ok(Some(DataDirProblem::Document {
+            return Some(DataDirProblem::Document {
                 name,
                 error: e.to_string(),
-            }))
+            })
         }
     };
     // A cold load trusts the stored state vector: it must be the snapshot's.
@@ -148,8 +174,8 @@ fn check_document(db: &sled::Db, name: String) -> Result<Option<DataDirProblem>,
         let same = crdt_core::state_vector::decode_state_vector(sv)
             .is_ok_and(|stored_sv| stored_sv == loaded.state_vector());
         if !same {
-            return Ok(Some(DataDirProblem::StateVector { name }));
+            return Some(DataDirProblem::StateVector { name });
         }
     }
-    Ok(None)
+    None
 }

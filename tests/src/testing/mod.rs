@@ -103,6 +103,16 @@ impl TestServer {
         Self::start_with_data_dir(data_dir, extra_args).await
     }
 
+    /// Starts the server on a data directory prepared beforehand (a
+    /// restored backup, say), which it owns and removes from then on.
+    pub async fn start_on<I, S>(data_dir: TempDir, extra_args: I) -> Result<TestServer, ServerError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::start_with_data_dir(data_dir, extra_args).await
+    }
+
     async fn start_with_data_dir<I, S>(
         data_dir: TempDir,
         extra_args: I,
