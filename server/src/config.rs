@@ -256,8 +256,14 @@ mod tests {
             (&["quire", "check", "--archive", "a.tar"], true),
             (&["quire", "check", "--data-dir", "d"], true),
             (&["quire", "check"], false),
-            (&["quire", "check", "--archive", "a", "--data-dir", "d"], false),
-            (&["quire", "restore", "--archive", "a", "--data-dir", "d"], true),
+            (
+                &["quire", "check", "--archive", "a", "--data-dir", "d"],
+                false,
+            ),
+            (
+                &["quire", "restore", "--archive", "a", "--data-dir", "d"],
+                true,
+            ),
             (&["quire", "restore", "--archive", "a"], false),
         ];
         for (args, ok) in cases {

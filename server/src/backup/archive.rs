@@ -35,7 +35,10 @@ pub enum ArchiveError {
         place: &'static str,
     },
     #[error("{path} does not match its manifest ({} problem(s)):\n{}", problems.len(), Problems(problems))]
-    Problems { path: String, problems: Vec<Problem> },
+    Problems {
+        path: String,
+        problems: Vec<Problem>,
+    },
     /// The file changed between the two passes of a restore.
     #[error("{path}: {file} changed while it was read (SHA-256 differs from the first pass)")]
     Changed { path: String, file: String },

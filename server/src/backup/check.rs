@@ -11,7 +11,7 @@ use crate::config::DEFAULT_SLED_CACHE_BYTES;
 use crate::datadir;
 use crate::journal::{self, Verdict};
 use crate::names::DocName;
-use crate::store::{self, StoreError};
+use crate::store;
 use crdt_core::{Document, ValidationLimits};
 use std::fmt;
 use std::path::Path;
@@ -29,8 +29,6 @@ pub enum CheckError {
     Locked { path: String },
     #[error("cannot open the sled database in {path}: {error}")]
     Open { path: String, error: sled::Error },
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// One problem found, which makes the check fail.
@@ -45,8 +43,13 @@ pub enum DataDirProblem {
     Document { name: String, error: String },
     #[error("document {name:?}: the stored state vector differs from its snapshot's")]
     StateVector { name: String },
+    #[error("sled cannot read {what}: {error}")]
+    Unreadable { what: &'static str, error: String },
     #[error("sled cannot read its list of documents past {after:?}: {error}")]
-    Unlistable { after: Option<String>, error: String },
+    Unlistable {
+        after: Option<String>,
+        error: String,
+    },
     #[error("stored name {name:?} is not a valid document name")]
     Name { name: String },
 }
@@ -97,16 +100,19 @@ pub fn data_dir(path: &Path) -> Result<Report, CheckError> {
             error,
         },
     })?;
-    let mut report = Report {
-        commit: store::stored_commit(&db)?,
-        ..Report::default()
-    };
+    let mut report = Report::default();
+    match store::stored_commit(&db) {
+        Ok(commit) => report.commit = commit,
+        Err(e) => report.problems.push(DataDirProblem::Unreadable {
+            what: "its commit counter",
+            error: e.to_string(),
+        }),
+    }
     match journal::read(path) {
         Ok(records) => {
             report.journal = records.as_ref().and_then(|r| r.last()).map(|r| r.commit);
-            if let Verdict::Refuse(loss) | Verdict::StartWithLoss(loss) =
-                journal::decide(records.as_deref(), report.commit, false)
-            {
+            let verdict = journal::decide(records.as_deref(), report.commit, false);
+            if let Verdict::Refuse(loss) | Verdict::StartWithLoss(loss) = verdict {
                 report
                     .problems
                     .push(DataDirProblem::LostWrites(loss.to_string()));

@@ -232,10 +232,7 @@ impl Writer {
         self.entries = manifest.documents;
         self.entry(MANIFEST_FILE, Bytes::from(json)).await?;
         self.send(Bytes::from_static(&tarball::END)).await?;
-        self.tx
-            .send(Ok(None))
-            .await
-            .map_err(|_| Abort::ClientGone)
+        self.tx.send(Ok(None)).await.map_err(|_| Abort::ClientGone)
     }
 
     /// One document into the archive; nothing if it is gone (deleted since).

@@ -9,11 +9,11 @@
 
 use base64::Engine;
 use crdt_core::state_vector::decode_state_vector;
+use crdt_core::yrs::StateVector;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use crdt_core::yrs::StateVector;
 
 /// The archive format this Quire writes and reads.
 pub const FORMAT: u32 = 1;
@@ -343,7 +343,8 @@ mod tests {
             (
                 "a name listed twice",
                 Box::new(|m, f| {
-                    m.documents.push(entry("a", 3, b"", &StateVector::default()));
+                    m.documents
+                        .push(entry("a", 3, b"", &StateVector::default()));
                     f.insert(document_file(3), found(b"", Ok(StateVector::default())));
                 }),
                 vec![

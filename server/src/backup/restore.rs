@@ -113,8 +113,8 @@ fn write_all(
     archive::for_each_document(archive, &verified.manifest, |entry, update| {
         // Verified already: the name parses, the state vector decodes.
         let name = DocName::parse(&entry.name).map_err(|e| failed(e.to_string()))?;
-        let state_vector = super::manifest::decode_manifest_state_vector(&entry.state_vector)
-            .map_err(failed)?;
+        let state_vector =
+            super::manifest::decode_manifest_state_vector(&entry.state_vector).map_err(failed)?;
         let bytes = update.len() as u64;
         let snapshot = Snapshot {
             update,

@@ -156,7 +156,10 @@ impl<R: Read> Reader<R> {
         if !matches!(h[156], b'0' | 0) {
             return Err(bad("not a regular file"));
         }
-        let name_end = h[..NAME_LEN].iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        let name_end = h[..NAME_LEN]
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(NAME_LEN);
         let name = std::str::from_utf8(&h[..name_end])
             .map_err(|_| bad("name is not UTF-8"))?
             .to_owned();
@@ -271,11 +274,15 @@ mod tests {
                 whole[..whole.len() - 1024].to_vec(),
                 "no end-of-archive marker",
             ),
-            ("a flipped header byte", {
-                let mut bytes = whole.clone();
-                bytes[0] ^= 1;
-                bytes
-            }, "checksum mismatch"),
+            (
+                "a flipped header byte",
+                {
+                    let mut bytes = whole.clone();
+                    bytes[0] ^= 1;
+                    bytes
+                },
+                "checksum mismatch",
+            ),
         ];
         for (case, bytes, expected) in cases {
             let error = read_all(bytes).expect_err(case).to_string();

@@ -12,8 +12,8 @@
 
 use super::close::CloseReason;
 use super::command::{
-    ApplyError, BackupState, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, SnapshotBody, SnapshotFormat,
-    SnapshotRequest, Subscription,
+    ApplyError, BackupState, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, SnapshotBody,
+    SnapshotFormat, SnapshotRequest, Subscription,
 };
 use super::conns::{Connections, Departures};
 use super::content::{need, Content, Need, Warm};
