@@ -41,6 +41,8 @@ pub struct Cli {
     pub serve: Config,
 }
 
+/// Parsed once at start and taken apart at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve documents over WebSocket and REST (the default).
