@@ -184,3 +184,132 @@ pub fn for_each_document<E: From<ArchiveError>>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::{base64, document_file, sha256_hex, Entry, FORMAT};
+    use crate::backup::tarball::{header, padding, END};
+    use crdt_core::yrs::{Doc, ReadTxn, StateVector, Text, Transact};
+
+    fn snapshot(text: &str) -> (Vec<u8>, Vec<u8>) {
+        let doc = Doc::new();
+        doc.get_or_insert_text("t")
+            .insert(&mut doc.transact_mut(), 0, text);
+        let txn = doc.transact();
+        (
+            txn.encode_state_as_update_v1(&StateVector::default()),
+            crdt_core::state_vector::encode_state_vector(&txn.state_vector()),
+        )
+    }
+
+    /// An archive as `GET /api/backup` writes it, of documents `names`.
+    fn archive(names: &[&str]) -> (Vec<u8>, Vec<(String, std::ops::Range<usize>)>) {
+        let mut out = Vec::new();
+        let mut entries = Vec::new();
+        let mut documents = Vec::new();
+        let mut put = |out: &mut Vec<u8>, name: &str, body: &[u8]| {
+            out.extend_from_slice(&header(name, body.len() as u64, 0).expect("header"));
+            entries.push((name.to_owned(), out.len()..out.len() + body.len()));
+            out.extend_from_slice(body);
+            out.extend(std::iter::repeat_n(0, padding(body.len() as u64)));
+        };
+        for (i, name) in names.iter().enumerate() {
+            let (update, sv) = snapshot(&format!("text of {name}"));
+            let file = document_file(i as u64 + 1);
+            put(&mut out, &file, &update);
+            documents.push(Entry {
+                name: (*name).to_owned(),
+                file,
+                bytes: update.len() as u64,
+                sha256: sha256_hex(&update),
+                state_vector: base64(&sv),
+                updated_at_ms: 1,
+            });
+        }
+        let manifest = Manifest {
+            format: FORMAT,
+            quire_version: "test".into(),
+            node_id: "n".into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            documents,
+        };
+        let json = serde_json::to_vec(&manifest).expect("json");
+        put(&mut out, MANIFEST_FILE, &json);
+        out.extend_from_slice(&END);
+        (out, entries)
+    }
+
+    #[test]
+    fn an_archive_file_verifies_only_whole_and_intact() {
+        let (good, entries) = archive(&["a", "team/b"]);
+        let second = entries[1].1.clone();
+        let manifest_at = entries[2].1.start - 512;
+        type Change = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Change, Option<&str>)> = vec![
+            ("intact", Box::new(|_| {}), None),
+            (
+                "a flipped byte in a snapshot",
+                Box::new(move |a| a[second.start + 1] ^= 0x20),
+                Some("document \"team/b\" (docs/00000002.yjs): SHA-256"),
+            ),
+            (
+                "cut inside a snapshot",
+                Box::new(move |a| a.truncate(entries[0].1.start + 3)),
+                Some("has no manifest.json"),
+            ),
+            (
+                "cut before the manifest",
+                Box::new(move |a| a.truncate(manifest_at)),
+                Some("has no manifest.json"),
+            ),
+            (
+                "an entry after the manifest",
+                Box::new(move |a| {
+                    a.truncate(a.len() - END.len());
+                    a.extend_from_slice(&header("extra", 0, 0).expect("header"));
+                    a.extend_from_slice(&END);
+                }),
+                Some("unexpected entry \"extra\" after the manifest"),
+            ),
+            (
+                "empty",
+                Box::new(|a| a.clear()),
+                Some("has no manifest.json"),
+            ),
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (case, change, expected) in cases {
+            let mut bytes = good.clone();
+            change(&mut bytes);
+            let path = dir.path().join("a.tar");
+            std::fs::write(&path, &bytes).expect("write");
+            match (verify(&path), expected) {
+                (Ok(verified), None) => {
+                    assert_eq!(verified.manifest.documents.len(), 2, "{case}");
+                }
+                (Err(e), Some(expected)) => {
+                    assert!(e.to_string().contains(expected), "{case}: {e}");
+                }
+                (result, _) => panic!("{case}: {result:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_verified_archive_hands_over_each_document_once_in_order() {
+        let (bytes, _) = archive(&["a", "b", "c/d"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.tar");
+        std::fs::write(&path, &bytes).expect("write");
+        let verified = verify(&path).expect("verifies");
+        let mut seen = Vec::new();
+        for_each_document(&path, &verified.manifest, |entry, body| {
+            assert_eq!(sha256_hex(&body), entry.sha256);
+            seen.push(entry.name.clone());
+            Ok::<(), ArchiveError>(())
+        })
+        .expect("reads");
+        assert_eq!(seen, ["a", "b", "c/d"]);
+    }
+}

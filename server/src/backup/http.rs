@@ -198,7 +198,8 @@ impl Writer {
         }
         let padding = tarball::padding(bytes.len() as u64);
         if padding > 0 {
-            self.send(Bytes::from(vec![0u8; padding])).await?;
+            self.send(Bytes::from_static(&tarball::END[..padding]))
+                .await?;
         }
         Ok(())
     }
