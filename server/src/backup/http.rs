@@ -167,11 +167,20 @@ impl Writer {
             }
             Err(e) => {
                 crate::metrics::backup_finished(crate::metrics::BackupOutcome::Failed);
-                tracing::error!(
-                    documents,
-                    bytes = self.written,
-                    "backup aborted after {documents} document(s): {e}; the archive has no manifest"
-                );
+                // A client that leaves is its own business; anything else is the server's.
+                if matches!(e, Abort::ClientGone) {
+                    tracing::warn!(
+                        documents,
+                        bytes = self.written,
+                        "backup aborted after {documents} document(s): {e}"
+                    );
+                } else {
+                    tracing::error!(
+                        documents,
+                        bytes = self.written,
+                        "backup aborted after {documents} document(s): {e}; the archive has no manifest"
+                    );
+                }
                 let _ = self.tx.send(Err(format!("backup aborted: {e}"))).await;
             }
         }

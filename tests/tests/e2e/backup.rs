@@ -444,3 +444,35 @@ async fn the_backup_route_is_for_the_admin_token_only_refused_in_json() -> Resul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_backup_whose_client_leaves_midway_is_counted_failed_and_the_next_one_is_whole(
+) -> Result<()> {
+    let server = TestServer::start_with(["--admin-token", ADMIN]).await?;
+    let admin = Rest::with_token(&server, ADMIN);
+    // Far more than the channel and the socket buffers hold, so the
+    // server is still writing when the client goes.
+    for i in 0..8 {
+        let body = text_update("content", &"z".repeat(4 << 20));
+        let path = format!("/api/docs/big-{i}/updates");
+        ensure!(admin.post(&path, body).await?.status().as_u16() == 204);
+    }
+    let mut response = admin.get("/api/backup").await?;
+    ensure!(response.status().as_u16() == 200);
+    ensure!(response.chunk().await?.is_some(), "the archive starts");
+    drop(response);
+    admin
+        .wait_metric("quire_backups_total", &[("result", "failed")], |v| v == 1.0)
+        .await?;
+    eventually(|| async { Ok(server.logs().contains("backup aborted after").then_some(())) })
+        .await?;
+
+    let archive = take_backup(&server).await?;
+    assert_eq!(documents_of(&manifest_of(&archive)?)?.len(), 8);
+    admin
+        .wait_metric("quire_backups_total", &[("result", "written")], |v| {
+            v == 1.0
+        })
+        .await?;
+    Ok(())
+}
