@@ -21,6 +21,8 @@ const TYPED: [&str; 4] = ["notes/a", "notes/b", "plain", "deep/x/y"];
 /// Written once over REST and left to unload: stored, not loaded.
 const COLD: [&str; 2] = ["cold/1", "cold/2"];
 const CLIENTS: usize = 3;
+/// Documents of 4 MiB each, for a backup that outlasts its client.
+const BIG_DOCUMENTS: usize = 4;
 
 fn root(client: usize) -> String {
     format!("c{client}")
@@ -448,11 +450,14 @@ async fn the_backup_route_is_for_the_admin_token_only_refused_in_json() -> Resul
 #[tokio::test]
 async fn a_backup_whose_client_leaves_midway_is_counted_failed_and_the_next_one_is_whole(
 ) -> Result<()> {
-    let server = TestServer::start_with(["--admin-token", ADMIN]).await?;
+    // No compaction while writing: the debug build takes seconds per one.
+    let server =
+        TestServer::start_with(["--admin-token", ADMIN, "--compact-log-bytes", "1000000000"])
+            .await?;
     let admin = Rest::with_token(&server, ADMIN);
-    // Far more than the channel and the socket buffers hold, so the
-    // server is still writing when the client goes.
-    for i in 0..8 {
+    // 16 MiB: far more than the server's channel (2 MiB) and the socket
+    // buffers hold, so the server is still writing when the client goes.
+    for i in 0..BIG_DOCUMENTS {
         let body = text_update("content", &"z".repeat(4 << 20));
         let path = format!("/api/docs/big-{i}/updates");
         ensure!(admin.post(&path, body).await?.status().as_u16() == 204);
@@ -468,7 +473,7 @@ async fn a_backup_whose_client_leaves_midway_is_counted_failed_and_the_next_one_
         .await?;
 
     let archive = take_backup(&server).await?;
-    assert_eq!(documents_of(&manifest_of(&archive)?)?.len(), 8);
+    assert_eq!(documents_of(&manifest_of(&archive)?)?.len(), BIG_DOCUMENTS);
     admin
         .wait_metric("quire_backups_total", &[("result", "written")], |v| {
             v == 1.0
