@@ -181,7 +181,10 @@ impl Writer {
                         "backup aborted after {documents} document(s): {e}; the archive has no manifest"
                     );
                 }
-                let _ = self.tx.send(Err(format!("backup aborted: {e}"))).await;
+                // Never waits for a client that does not read (shutdown
+                // waits for this task): with the queue full, dropping the
+                // sender ends the body in an error just the same.
+                let _ = self.tx.try_send(Err(format!("backup aborted: {e}")));
             }
         }
     }
