@@ -181,6 +181,31 @@ pub fn decode_update_v1(bytes: &[u8]) -> Result<Update, DocumentError> {
     decode_validated(bytes)
 }
 
+/// Merges stored v1 updates into one, without a document: what a shared
+/// store keeps for a batch of one document's updates, or for a snapshot and
+/// the updates after it. Each part is checked for shape first (not held to
+/// the per-message budgets: a snapshot is larger than any message), and
+/// yrs's merge is guarded against panics. Merging is idempotent: a part
+/// given twice is in the result once.
+pub fn merge_updates_v1<'a>(
+    parts: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<u8>, DocumentError> {
+    let limits = ValidationLimits {
+        max_structs: usize::MAX,
+        max_delete_ranges: usize::MAX,
+        ..ValidationLimits::default()
+    };
+    let parts: Vec<&[u8]> = parts.into_iter().collect();
+    for part in &parts {
+        validate::validate_update_v1(part, &limits)?;
+    }
+    match catch_unwind(AssertUnwindSafe(|| yrs::merge_updates_v1(parts))) {
+        Ok(Ok(merged)) => Ok(merged),
+        Ok(Err(e)) => Err(DocumentError::Decode(e.to_string())),
+        Err(_) => Err(DocumentError::Decode("merge panicked".into())),
+    }
+}
+
 /// yrs's decoder, for bytes the validator accepted.
 fn decode_validated(bytes: &[u8]) -> Result<Update, DocumentError> {
     match catch_unwind(|| Update::decode_v1(bytes)) {
@@ -689,6 +714,27 @@ mod tests {
         .expect("loads");
         assert_eq!(stored.encode_state_v1(), checked.encode_state_v1());
         assert_eq!(stored.encode_state_v1(), original.encode_state_v1());
+    }
+
+    #[test]
+    fn merged_updates_load_to_the_same_document_and_merging_twice_changes_nothing() {
+        let mut original = Document::new();
+        original.apply_update_v1(&typed("one ")).expect("valid");
+        let first = original.encode_state_v1();
+        let before = original.state_vector();
+        original.apply_update_v1(&typed("two")).expect("valid");
+        let second = original.diff_v1(&before);
+        let merged = merge_updates_v1([first.as_slice(), second.as_slice()]).expect("merges");
+        let again = merge_updates_v1([merged.as_slice(), second.as_slice(), first.as_slice()])
+            .expect("merges");
+        for bytes in [&merged, &again] {
+            let loaded = Document::load(Some(bytes), []).expect("loads");
+            assert_eq!(loaded.encode_state_v1(), original.encode_state_v1());
+        }
+        assert!(
+            merge_updates_v1([&b"\xff\x00"[..]]).is_err(),
+            "garbage is refused"
+        );
     }
 
     #[test]

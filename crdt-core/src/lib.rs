@@ -26,7 +26,7 @@ pub mod validate;
 pub mod wire;
 
 pub use awareness::{AwarenessChange, AwarenessError, AwarenessTable, AwarenessUpdate};
-pub use document::{decode_update_v1, Document, DocumentError, MAX_HELD_BYTES};
+pub use document::{decode_update_v1, merge_updates_v1, Document, DocumentError, MAX_HELD_BYTES};
 pub use protocol::{Message, ProtocolError};
 pub use validate::{validate_update_v1, UpdateSummary, ValidationError, ValidationLimits};
 pub use yrs;

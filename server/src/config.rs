@@ -22,6 +22,7 @@ pub const DEFAULT_RATE_BURST_SECS: u64 = 10;
 pub const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
 pub const DEFAULT_DRAIN_GRACE_SECS: u64 = 0;
 pub const DEFAULT_CLUSTER_RESYNC_SECS: u64 = 5;
+pub const DEFAULT_POSTGRES_LAG_SECS: u64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -99,6 +100,18 @@ pub struct Config {
     /// Cluster mode through this Redis (`redis://host:port`); unset: single node.
     #[arg(long, env = "QUIRE_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// The shared record of every document (`postgres://user@host:port/db`):
+    /// documents load from it, and each node's updates are uploaded to it
+    /// from the node's sled spool, so no document depends on one node's
+    /// disk. Unset: sled is the record (single node).
+    #[arg(long, env = "QUIRE_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
+
+    /// With `--postgres-url`: `/readyz` answers 503 "storage lagging" while
+    /// an update waits longer than this to reach PostgreSQL.
+    #[arg(long, env = "QUIRE_POSTGRES_LAG_SECS", default_value_t = DEFAULT_POSTGRES_LAG_SECS)]
+    pub postgres_lag_secs: u64,
 
     /// This node's id in the cluster; by default a random UUID generated once
     /// and kept in the data directory.

@@ -115,8 +115,13 @@ impl From<OpenError> for AppError {
         match e {
             OpenError::NotFound => AppError::NotFound("document not found".into()),
             OpenError::ShuttingDown => AppError::Unavailable(e.to_string()),
-            OpenError::Store(crate::store::StoreError::Unavailable) => AppError::StorageUnavailable,
-            OpenError::Store(_) | OpenError::Corrupt(_) => AppError::Internal(e.to_string()),
+            OpenError::Store(crate::store::StoreError::Unavailable)
+            | OpenError::Record(crate::record::RecordError::Unavailable(_)) => {
+                AppError::StorageUnavailable
+            }
+            OpenError::Store(_) | OpenError::Corrupt(_) | OpenError::Record(_) => {
+                AppError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod journal;
 pub mod limits;
 pub mod metrics;
 pub mod names;
+pub mod record;
 pub mod request;
 pub mod rest;
 pub mod server;

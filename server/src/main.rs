@@ -39,6 +39,7 @@ fn init_logs(format: LogFormat) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logs(config.log_format);
+    survive_file_size_limit()?;
     let drain = CancellationToken::new();
     let signals = drain.clone();
     tokio::spawn(async move {
@@ -100,6 +101,21 @@ async fn check(args: CheckArgs) -> anyhow::Result<()> {
         // clap requires one of the two.
         (None, None) => bail!("quire check needs --archive or --data-dir"),
     }
+}
+
+/// A write past the process's file-size limit (RLIMIT_FSIZE) raises
+/// SIGXFSZ, whose default action ends the process. Caught, the write fails
+/// with EFBIG instead, and storage treats it as any failed write: an outage
+/// it recovers from once the limit is raised (PostgreSQL ignores SIGXFSZ for
+/// the same reason).
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut signals = signal(SignalKind::from_raw(libc::SIGXFSZ))?;
+        tokio::spawn(async move { while signals.recv().await.is_some() {} });
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -172,11 +172,24 @@ pub async fn list(
             "token grants no document under {prefix:?}"
         )));
     }
-    let stored = app
-        .store
-        .list(prefix.clone(), q.cursor.clone(), limit + 1)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    // With a shared record, it lists every node's documents.
+    let stored = match app.registry.record() {
+        Some(record) => record
+            .list(&prefix, q.cursor.as_deref(), limit + 1)
+            .await
+            .map_err(|e| match e {
+                crate::record::RecordError::Unavailable(_) => AppError::StorageUnavailable,
+                e => AppError::Internal(e.to_string()),
+            })?,
+        None => app
+            .store
+            .list(prefix.clone(), q.cursor.clone(), limit + 1)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Unavailable => AppError::StorageUnavailable,
+                e => AppError::Internal(e.to_string()),
+            })?,
+    };
     let mut merged: BTreeMap<String, DocSummary> = stored
         .into_iter()
         .map(|(name, meta)| {
@@ -570,7 +583,8 @@ pub async fn healthz() -> &'static str {
         (status = 200, description = "Storage works and the server is not draining", body = serde_json::Value),
         (status = 503, description = "Not ready, with the reason", body = ErrorBody),
     ))]
-/// `GET /readyz`: ready while storage works and the server is not draining.
+/// `GET /readyz`: ready while storage works (and every loaded document is on
+/// disk again after an outage) and the server is not draining.
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
     if app.draining.is_cancelled() {
         return Err(AppError::Unavailable("draining: shutting down".into()));
@@ -578,8 +592,17 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Valu
     if !app.store.is_healthy() {
         return Err(AppError::Unavailable("storage is failing".into()));
     }
+    let recovering = app.registry.recovering();
+    if recovering > 0 {
+        return Err(AppError::Unavailable(format!(
+            "storage recovered; {recovering} loaded documents are still writing their whole state"
+        )));
+    }
     if let Some(cluster) = &app.cluster {
         cluster.readiness().map_err(AppError::Unavailable)?;
+    }
+    if let Some(record) = app.registry.record() {
+        record.readiness().map_err(AppError::Unavailable)?;
     }
     Ok(Json(
         serde_json::json!({ "status": "ready", "node_id": &*app.node_id }),

@@ -4,8 +4,9 @@ use crate::auth::Authenticator;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::Config;
 use crate::doc::Registry;
+use crate::record::{upload, Record, RecordError};
 use crate::state::AppState;
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{Spool, Store, StoreError, StoreOptions};
 use crate::{request, rest, web, ws};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
@@ -43,6 +44,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
     /// Shutdown while storage failed: these documents' latest changes are
@@ -180,6 +183,10 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
         cache_bytes: config.sled_cache_bytes,
         flush_interval: config.flush_interval(),
         accept_data_loss: config.accept_data_loss,
+        spool: match config.postgres_url {
+            Some(_) => Spool::Upload,
+            None => Spool::Off,
+        },
     };
     let (store, store_thread) = tokio::task::spawn_blocking(move || Store::open(&path, options))
         .await
@@ -192,6 +199,23 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     let tracker = TaskTracker::new();
     let registry = Registry::new(store.clone(), &config, tracker.clone(), shutdown.clone());
     registry.persist_on_recovery();
+    // The uploader outlives the documents: it stops only after they have
+    // all written their last updates to the spool, then uploads the rest.
+    let uploader = match &config.postgres_url {
+        Some(url) => {
+            let record = Record::new(
+                url,
+                node_id.clone(),
+                Duration::from_secs(config.postgres_lag_secs),
+            )?;
+            registry.set_record(record.clone());
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(upload::run(record.clone(), store.clone(), stop.clone()));
+            tracing::info!("documents are recorded in PostgreSQL; this node's sled is its spool");
+            Some((record, stop, task))
+        }
+        None => None,
+    };
     let cluster = match &config.redis_url {
         Some(url) => {
             let cluster = Cluster::start(
@@ -265,6 +289,12 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     tracing::info!("closing sockets and flushing documents");
     tracker.close();
     tracker.wait().await;
+    if let Some((record, stop, task)) = uploader {
+        stop.cancel();
+        let _ = task.await;
+        let deadline = tokio::time::Instant::now() + grace.max(Duration::from_secs(5));
+        upload::finish(&record, &store, deadline).await;
+    }
     let flushed = store.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     // An exit status of 0 says everything is on disk: only then.
@@ -297,6 +327,7 @@ mod tests {
             cache_bytes: 1 << 20,
             flush_interval: Duration::from_millis(5),
             accept_data_loss: false,
+            spool: Spool::Off,
         };
         let (store, thread) = Store::open(dir.path(), options()).expect("open");
         // What an older Quire did: the id only in sled.

@@ -200,6 +200,23 @@ enum Op {
         generate: String,
         reply: Reply<String>,
     },
+    /// A document's whole state into the spool (after storage failed, what
+    /// no queued append may hold).
+    Enqueue {
+        doc: DocName,
+        update: Vec<u8>,
+        done: Reply<()>,
+    },
+    /// The oldest spooled updates, in order.
+    Spooled {
+        limit: usize,
+        reply: Reply<Vec<Queued>>,
+    },
+    /// Removes spooled updates up to `through` (uploaded).
+    Unspool {
+        through: u64,
+        reply: Reply<()>,
+    },
     Flush {
         reply: Reply<()>,
     },
@@ -221,6 +238,29 @@ pub struct StoreOptions {
     /// Start even when sled lost acknowledged writes (each affected
     /// document is logged), and take what survived as the new baseline.
     pub accept_data_loss: bool,
+    pub spool: Spool,
+}
+
+/// Whether this store is also a spool for a shared record (PostgreSQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spool {
+    /// Single node: sled is the record.
+    Off,
+    /// Cluster with a shared record: every append is also queued, in the
+    /// same batch, for upload (`record::upload`).
+    Upload,
+}
+
+/// One update waiting in the spool for the shared record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The spool's own sequence number: with the node id, the update's key
+    /// in the shared record, so an upload retried after a crash is a no-op.
+    pub seq: u64,
+    pub doc: String,
+    /// When this node applied it (ms): a deletion decided later wins.
+    pub applied_ms: i64,
+    pub update: Vec<u8>,
 }
 
 impl Store {
@@ -234,6 +274,10 @@ impl Store {
             error,
         })?;
         let (commit, journal) = check_commits(&db, path, options.accept_data_loss)?;
+        let spool = match options.spool {
+            Spool::Off => None,
+            Spool::Upload => Some(stored_spool_seq(&db)?),
+        };
         let (tx, rx) = flume::bounded(QUEUE);
         let health = Arc::new(Health {
             healthy: AtomicBool::new(true),
@@ -254,6 +298,7 @@ impl Store {
             commit,
             journal,
             touched: BTreeSet::new(),
+            spool,
         };
         let thread = std::thread::Builder::new()
             .name("quire-store".into())
@@ -428,6 +473,21 @@ impl Store {
         self.call(|reply| Op::Flush { reply }).await
     }
 
+    /// Queues a document's whole state for upload to the shared record.
+    pub async fn spool_state(&self, doc: DocName, update: Vec<u8>) -> Result<(), StoreError> {
+        self.call(|done| Op::Enqueue { doc, update, done }).await
+    }
+
+    /// Up to `limit` of the oldest updates not yet uploaded.
+    pub async fn spooled(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        self.call(|reply| Op::Spooled { limit, reply }).await
+    }
+
+    /// Drops the spooled updates up to `through`, which the record holds.
+    pub async fn unspool(&self, through: u64) -> Result<(), StoreError> {
+        self.call(|reply| Op::Unspool { through, reply }).await
+    }
+
     /// Flushes and stops the storage thread; later calls fail with `Closed`.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
         self.call(|reply| Op::Shutdown { reply }).await
@@ -470,6 +530,67 @@ fn log_key(doc: &str, seq: u64) -> Vec<u8> {
     let mut k = log_prefix(doc);
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// A spooled update: `u{seq u64 BE}` (see ARCHITECTURE.md).
+fn spool_key(seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'u';
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The last spool sequence number given out, written with each entry, so
+/// that numbers are never reused once their entries are uploaded and gone.
+const SPOOL_SEQ_KEY: &[u8] = b"Useq";
+
+fn encode_spooled(applied_ms: i64, doc: &str, update: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + doc.len() + update.len());
+    v.extend_from_slice(&applied_ms.to_be_bytes());
+    v.extend_from_slice(&(doc.len() as u32).to_be_bytes());
+    v.extend_from_slice(doc.as_bytes());
+    v.extend_from_slice(update);
+    v
+}
+
+fn decode_spooled(key: &[u8], value: &[u8]) -> Result<Queued, StoreError> {
+    let corrupt = || StoreError::Corrupt("spooled update".into());
+    let seq = key
+        .get(1..9)
+        .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(corrupt)?;
+    let applied_ms = value
+        .get(..8)
+        .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
+        .map(i64::from_be_bytes)
+        .ok_or_else(corrupt)?;
+    let len = value
+        .get(8..12)
+        .and_then(|raw| <[u8; 4]>::try_from(raw).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(corrupt)? as usize;
+    let doc = value
+        .get(12..12 + len)
+        .and_then(|raw| std::str::from_utf8(raw).ok())
+        .ok_or_else(corrupt)?
+        .to_owned();
+    let update = value.get(12 + len..).ok_or_else(corrupt)?.to_vec();
+    Ok(Queued {
+        seq,
+        doc,
+        applied_ms,
+        update,
+    })
+}
+
+fn stored_spool_seq(db: &sled::Db) -> Result<u64, StoreError> {
+    match db.get(SPOOL_SEQ_KEY)? {
+        None => Ok(0),
+        Some(raw) => <[u8; 8]>::try_from(raw.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("spool sequence".into())),
+    }
 }
 
 /// What a probe writes (and flushes) to learn whether storage works again.
@@ -580,6 +701,8 @@ struct Worker {
     /// Documents written since the last group commit, which its journal
     /// record names.
     touched: BTreeSet<String>,
+    /// With a shared record: the last spool sequence number given out.
+    spool: Option<u64>,
 }
 
 impl Worker {
@@ -667,6 +790,16 @@ impl Worker {
             _ => {}
         }
         result
+    }
+
+    /// A read that failed starts an outage like a failed write, and its
+    /// caller hears "unavailable" (a 503, a retry), not an internal error:
+    /// the cause was logged once, by `fail`.
+    fn observe_read<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.observe(result).map_err(|e| match e {
+            StoreError::Sled(_) | StoreError::Files(_) => StoreError::Unavailable,
+            other => other,
+        })
     }
 
     fn fail(&mut self, error: &str) {
@@ -831,6 +964,14 @@ impl Worker {
                 let batch = self.pending.get_or_insert_with(sled::Batch::default);
                 batch.insert(log_key(doc.as_str(), seq), update.as_ref());
                 batch.insert(meta_key(doc.as_str()), &meta.encode()[..]);
+                if let Some(last) = &mut self.spool {
+                    *last += 1;
+                    batch.insert(
+                        &spool_key(*last)[..],
+                        encode_spooled(meta.updated_at_ms, doc.as_str(), &update),
+                    );
+                    batch.insert(SPOOL_SEQ_KEY, &last.to_be_bytes()[..]);
+                }
                 self.mark_dirty();
                 if let Some(flushed) = flushed {
                     self.waiters.push(flushed);
@@ -881,11 +1022,11 @@ impl Worker {
             }
             Op::Tombstone { doc, reply } => {
                 let result = self.readable().and_then(|db| tombstone(db, &doc));
-                let _ = reply.send(self.observe(result));
+                let _ = reply.send(self.observe_read(result));
             }
             Op::Load { doc, reply } => {
                 let result = self.readable().and_then(|db| load(db, &doc));
-                let _ = reply.send(self.observe(result));
+                let _ = reply.send(self.observe_read(result));
             }
             Op::List {
                 prefix,
@@ -896,7 +1037,7 @@ impl Worker {
                 let result = self
                     .readable()
                     .and_then(|db| list(db, &prefix, after.as_deref(), limit));
-                let _ = reply.send(self.observe(result));
+                let _ = reply.send(self.observe_read(result));
             }
             Op::NodeId { generate, reply } => {
                 let result = self.writable().and_then(|db| node_id(db, generate));
@@ -910,6 +1051,44 @@ impl Worker {
             }
             Op::Flush { reply } => {
                 let _ = reply.send(self.flush());
+            }
+            Op::Enqueue { doc, update, done } => {
+                let result = match self.spool {
+                    None => Ok(None),
+                    Some(last) => self.writable().and_then(|db| {
+                        let seq = last + 1;
+                        let mut batch = sled::Batch::default();
+                        batch.insert(
+                            &spool_key(seq)[..],
+                            encode_spooled(now_ms(), doc.as_str(), &update),
+                        );
+                        batch.insert(SPOOL_SEQ_KEY, &seq.to_be_bytes()[..]);
+                        db.apply_batch(batch)?;
+                        Ok(Some(seq))
+                    }),
+                }
+                .map(|seq| {
+                    if let (Some(last), Some(seq)) = (&mut self.spool, seq) {
+                        *last = seq;
+                    }
+                });
+                let result = self.observe(result);
+                if result.is_ok() {
+                    self.mark_dirty();
+                }
+                let _ = done.send(result);
+            }
+            Op::Spooled { limit, reply } => {
+                let result = self.readable().and_then(|db| spooled(db, limit));
+                let _ = reply.send(self.observe_read(result));
+            }
+            Op::Unspool { through, reply } => {
+                let result = self.writable().and_then(|db| unspool(db, through));
+                let result = self.observe(result);
+                if result.is_ok() {
+                    self.mark_dirty();
+                }
+                let _ = reply.send(result);
             }
             Op::Shutdown { .. } => {}
         }
@@ -1044,6 +1223,27 @@ fn node_id(db: &sled::Db, generate: String) -> Result<(String, bool), StoreError
     }
 }
 
+fn spooled(db: &sled::Db, limit: usize) -> Result<Vec<Queued>, StoreError> {
+    let mut out = Vec::new();
+    for entry in db.range(&spool_key(0)[..]..=&spool_key(u64::MAX)[..]) {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, value) = entry?;
+        out.push(decode_spooled(&key, &value)?);
+    }
+    Ok(out)
+}
+
+fn unspool(db: &sled::Db, through: u64) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for entry in db.range(&spool_key(0)[..]..=&spool_key(through)[..]) {
+        let (key, _) = entry?;
+        batch.remove(key);
+    }
+    Ok(db.apply_batch(batch)?)
+}
+
 fn seq_of(key: &[u8], prefix_len: usize) -> Result<u64, StoreError> {
     key.get(prefix_len..)
         .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
@@ -1066,6 +1266,7 @@ mod tests {
                 cache_bytes: 1 << 20,
                 flush_interval: Duration::from_millis(5),
                 accept_data_loss: false,
+                spool: Spool::Off,
             },
         )
         .expect("open")
@@ -1078,6 +1279,7 @@ mod tests {
                 cache_bytes: 1 << 20,
                 flush_interval: Duration::from_millis(5),
                 accept_data_loss: true,
+                spool: Spool::Off,
             },
         )
     }
@@ -1125,6 +1327,7 @@ mod tests {
                 cache_bytes: 1 << 20,
                 flush_interval: Duration::from_millis(5),
                 accept_data_loss: false,
+                spool: Spool::Off,
             },
         );
         let Err(StoreError::DataLoss { path, loss }) = refused else {

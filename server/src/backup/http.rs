@@ -10,10 +10,12 @@
 //! - a loaded document answers its actor (`DocCommand::Backup`), in one
 //!   turn: what it applied, including anything a storage outage kept in
 //!   memory only; a cold one answers with its stored snapshot, unintegrated;
-//! - any other is read from the store in one request, which the storage
-//!   thread serves after every append queued before it. A document leaves
-//!   memory only once its state is on disk, so one that unloads meanwhile
-//!   (its actor answers `Gone`) is read from the store instead.
+//! - any other is read as a load reads it (`Registry::stored_state`):
+//!   this node's store in one request, which the storage thread serves
+//!   after every append queued before it, and with `--postgres-url` the
+//!   shared record too, which lists every node's documents. A document
+//!   leaves memory only once its state is on disk, so one that unloads
+//!   meanwhile (its actor answers `Gone`) is read from storage instead.
 //!
 //! On any failure the body ends in an error: the client sees a broken
 //! transfer, and the archive has no manifest, which `quire check` and
@@ -21,18 +23,17 @@
 
 use super::manifest::{self, Entry, Manifest, FORMAT, MANIFEST_FILE};
 use super::tarball;
-use crate::doc::{BackupState, DocCommand, Registry};
+use crate::doc::{BackupState, DocCommand, OpenError, Registry};
 use crate::error::AppError;
 use crate::names::DocName;
 use crate::rest::{Auth, Binary, ErrorBody};
 use crate::state::AppState;
-use crate::store::{Store, StoreError, StoredDoc};
+use crate::store::{Store, StoreError};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use crdt_core::{Document, ValidationLimits};
 use std::collections::BTreeSet;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -221,7 +222,14 @@ impl Writer {
         let mut unlisted: BTreeSet<DocName> = self.registry.loaded_names().into_iter().collect();
         let mut after: Option<String> = None;
         loop {
-            let page = self.store.list(String::new(), after.clone(), PAGE).await?;
+            let page = match self.registry.record() {
+                // With a shared record, it lists every node's documents.
+                Some(record) => record
+                    .list("", after.as_deref(), PAGE)
+                    .await
+                    .map_err(|e| Abort::Other(format!("record: {e}")))?,
+                None => self.store.list(String::new(), after.clone(), PAGE).await?,
+            };
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (name, _) in page {
@@ -250,7 +258,7 @@ impl Writer {
 
     /// One document into the archive; nothing if it is gone (deleted since).
     async fn document(&mut self, name: DocName) -> Result<(), Abort> {
-        let Some(state) = whole_state(&self.registry, &self.store, &name).await? else {
+        let Some(state) = whole_state(&self.registry, &name).await? else {
             return Ok(());
         };
         let update = state.update;
@@ -278,14 +286,11 @@ impl Writer {
 }
 
 /// A document's whole state: from its actor while it is loaded, else
-/// from the store. None when nothing is stored (deleted meanwhile).
-async fn whole_state(
-    registry: &Registry,
-    store: &Store,
-    name: &DocName,
-) -> Result<Option<BackupState>, Abort> {
+/// from storage, as a load reads it. None when nothing is stored (deleted
+/// meanwhile).
+async fn whole_state(registry: &Registry, name: &DocName) -> Result<Option<BackupState>, Abort> {
     // An actor that stops between lookup and answer has its state on disk
-    // (or was deleted): the store answers next.
+    // (or was deleted): storage answers next.
     for _ in 0..3 {
         let Some(handle) = registry.loaded(name) else {
             break;
@@ -295,45 +300,11 @@ async fn whole_state(
         }
         tokio::task::yield_now().await;
     }
-    let StoredDoc {
-        snapshot,
-        snapshot_state_vector,
-        log,
-        meta,
-        ..
-    } = store.load(name.clone()).await?;
-    let Some(meta) = meta else {
-        return Ok(None);
-    };
-    let snapshot = match (snapshot, snapshot_state_vector) {
-        // A lone snapshot with its state vector is the whole state.
-        (Some(snapshot), Some(state_vector_v1)) if log.is_empty() => {
-            return Ok(Some(BackupState {
-                update: Bytes::from(snapshot),
-                state_vector_v1,
-                updated_at_ms: meta.updated_at_ms,
-            }));
-        }
-        (snapshot, _) => snapshot,
-    };
-    // A snapshot and a log: merged as a load would, off the async threads.
-    let shown = name.to_string();
-    tokio::task::spawn_blocking(move || {
-        let doc = Document::load_stored(
-            snapshot.as_deref(),
-            log.iter().map(|(_, u)| u.as_slice()),
-            ValidationLimits::default(),
-        )
-        .map_err(|e| Abort::Corrupt {
-            name: shown,
-            error: e.to_string(),
-        })?;
-        Ok(Some(BackupState {
-            update: Bytes::from(doc.encode_state_v1()),
-            state_vector_v1: doc.state_vector_v1(),
-            updated_at_ms: meta.updated_at_ms,
-        }))
+    registry.stored_state(name).await.map_err(|e| match e {
+        OpenError::Corrupt(error) => Abort::Corrupt {
+            name: name.to_string(),
+            error: error.to_string(),
+        },
+        e => Abort::Other(e.to_string()),
     })
-    .await
-    .map_err(|e| Abort::Other(format!("loading failed: {e}")))?
 }

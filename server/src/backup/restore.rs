@@ -10,7 +10,7 @@
 use super::archive::{self, ArchiveError, Verified};
 use crate::config::{DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_SLED_CACHE_BYTES};
 use crate::names::DocName;
-use crate::store::{DocMeta, Snapshot, Store, StoreError, StoreOptions};
+use crate::store::{DocMeta, Snapshot, Spool, Store, StoreError, StoreOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,6 +75,8 @@ pub async fn restore(archive: PathBuf, data_dir: PathBuf) -> Result<Summary, Res
             cache_bytes: DEFAULT_SLED_CACHE_BYTES,
             flush_interval: Duration::from_millis(DEFAULT_FLUSH_INTERVAL_MS),
             accept_data_loss: false,
+            // A single node's data directory: a restored one is the record.
+            spool: Spool::Off,
         };
         Store::open(&dir, options).map_err(|e| RestoreError::Write {
             path: dir.display().to_string(),

@@ -28,6 +28,7 @@ use super::peers::{PeerSync, Presence, Reach};
 use super::settings::{ActorSettings, Durability};
 use crate::cluster::Cluster;
 use crate::names::DocName;
+use crate::record::{Record, RecordError};
 use crate::store::{Snapshot, Store, StoreError};
 use bytes::Bytes;
 use crdt_core::cluster::{Body, ClusterMessage, PeerState};
@@ -87,6 +88,8 @@ pub(super) struct ActorEnv {
     pub(super) settings: Arc<ActorSettings>,
     pub(super) shutdown: CancellationToken,
     pub(super) cluster: Option<Cluster>,
+    /// The shared record, in cluster mode with `--postgres-url`.
+    pub(super) record: Option<Record>,
     /// Documents that left memory without their state on disk (shutdown
     /// while storage failed): the process must not exit 0.
     pub(super) unpersisted: Arc<AtomicUsize>,
@@ -342,8 +345,7 @@ impl DocActor {
                 let _ = reply.send(self.apply(update, Source::Rest).await);
             }
             DocCommand::Delete { origin, reply } => {
-                self.delete(now_ms(), origin).await;
-                let _ = reply.send(());
+                let _ = reply.send(self.delete(now_ms(), origin).await);
             }
             DocCommand::Subscribe { reply } => {
                 let Some(warm) = self.warm() else { return };
@@ -361,10 +363,12 @@ impl DocActor {
                 self.request_sync(Reach::EveryNode, Presence::Ask);
                 self.publish_local_awareness();
             }
-            DocCommand::Persist => {
-                if let Err(e) = self.persist().await {
+            DocCommand::Persist { reply } => {
+                let persisted = self.persist().await;
+                if let Err(e) = &persisted {
                     tracing::debug!(error = %e, "not persisted yet; storage failed again");
                 }
+                let _ = reply.send(persisted.is_ok());
             }
             DocCommand::Backup { reply } => {
                 let (update, state_vector_v1) = self.content.whole_state();
@@ -565,6 +569,14 @@ impl DocActor {
         let force = outages != self.persisted_outages;
         self.compact(force, true).await?;
         if force {
+            // Appends lost in the failure were never spooled either: the
+            // shared record gets the whole state.
+            if self.env.record.is_some() {
+                if let Some(warm) = self.warm() {
+                    let state = warm.doc().encode_state_v1();
+                    self.env.store.spool_state(self.name.clone(), state).await?;
+                }
+            }
             tracing::info!("persisted the whole document after a storage failure");
         }
         self.persisted_outages = outages;
@@ -597,7 +609,14 @@ impl DocActor {
     /// After yrs panicked mid-transaction the in-memory document is suspect;
     /// storage holds every update that applied before, so rebuild from it.
     async fn reload(&mut self) {
-        let doc = match load::load(&self.env.store, &self.name, Warmth::Warm).await {
+        let doc = match load::load(
+            &self.env.store,
+            self.env.record.as_ref(),
+            &self.name,
+            Warmth::Warm,
+        )
+        .await
+        {
             Ok(stored) => match stored.doc.map(|loaded| loaded.content) {
                 Some(Content::Warm(warm)) => {
                     tracing::warn!("reloaded document after engine panic");
@@ -618,7 +637,11 @@ impl DocActor {
 
     /// Deletes the document (closing its sockets with 4404) and leaves a
     /// tombstone dated `at_ms`; one decided here is announced to every other node.
-    async fn delete(&mut self, at_ms: i64, origin: DeleteOrigin) {
+    async fn delete(&mut self, at_ms: i64, origin: DeleteOrigin) -> Result<(), RecordError> {
+        // The shared record decides: if it cannot, nothing changes here.
+        if let (Some(record), DeleteOrigin::Here) = (&self.env.record, origin) {
+            record.delete(self.name.as_str(), at_ms).await?;
+        }
         if let (Some(peers), DeleteOrigin::Here) = (&self.peers, origin) {
             peers.publish_delete(at_ms);
         }
@@ -632,6 +655,7 @@ impl DocActor {
         }
         self.lifecycle = Lifecycle::Deleted;
         tracing::info!("deleted");
+        Ok(())
     }
 
     // --- sending: every send settles the connections that left ----------
@@ -779,7 +803,8 @@ impl DocActor {
                 match heal::remote_delete(self.position.updated_at_ms(), at_ms) {
                     RemoteDelete::Delete => {
                         let at_ms = i64::try_from(at_ms).unwrap_or(i64::MAX);
-                        self.delete(at_ms, DeleteOrigin::Peer).await;
+                        // A peer's delete touches no shared record: it cannot fail.
+                        let _ = self.delete(at_ms, DeleteOrigin::Peer).await;
                     }
                     RemoteDelete::KeepNewer => {
                         if let Some(peers) = &mut self.peers {

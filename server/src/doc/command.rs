@@ -124,7 +124,8 @@ pub enum DocCommand {
     },
     Delete {
         origin: DeleteOrigin,
-        reply: oneshot::Sender<()>,
+        /// The shared record refused the delete: nothing was deleted.
+        reply: oneshot::Sender<Result<(), crate::record::RecordError>>,
     },
     Subscribe {
         reply: oneshot::Sender<Subscription>,
@@ -139,8 +140,11 @@ pub enum DocCommand {
         reply: oneshot::Sender<bool>,
     },
     /// Storage recovered: write the whole state unless storage holds it
-    /// for sure (no outage since the last time it did).
-    Persist,
+    /// for sure (no outage since the last time it did). Answers whether
+    /// storage holds it now.
+    Persist {
+        reply: oneshot::Sender<bool>,
+    },
     /// The whole state for a backup (`crate::backup`), without integrating
     /// a cold document.
     Backup {

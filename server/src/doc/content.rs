@@ -56,7 +56,7 @@ pub(super) fn need(command: &DocCommand) -> Need {
         // A cold document's state is its snapshot, as stored.
         | DocCommand::Backup { .. }
         // A cold document is what storage holds already.
-        | DocCommand::Persist => Need::Nothing,
+        | DocCommand::Persist { .. } => Need::Nothing,
         // A client with nothing gets the whole state: the snapshot itself.
         DocCommand::SyncStep1 { state_vector, .. } if state_vector.is_empty() => Need::Nothing,
         DocCommand::SyncStep1 { .. }

@@ -4,7 +4,7 @@
 //! A document unloads itself when idle; the next use loads it anew.
 
 use super::actor::{ActorEnv, DocActor};
-use super::command::{DeleteOrigin, DocCommand, Gone};
+use super::command::{BackupState, DeleteOrigin, DocCommand, Gone};
 use super::content::Content;
 use super::directory::Directory;
 use super::handle::{DocHandle, DocStats};
@@ -15,6 +15,7 @@ use super::settings::ActorSettings;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::names::DocName;
+use crate::record::Record;
 use crate::store::Store;
 use crdt_core::Document;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,7 +49,11 @@ struct Inner {
     shutdown: CancellationToken,
     next_actor_id: AtomicU64,
     cluster: OnceLock<Cluster>,
+    record: OnceLock<Record>,
     unpersisted: Arc<AtomicUsize>,
+    /// Loaded documents still to persist their whole state since storage
+    /// last recovered: the node is not ready until none is left.
+    recovering: AtomicUsize,
 }
 
 impl Registry {
@@ -67,7 +72,9 @@ impl Registry {
                 shutdown,
                 next_actor_id: AtomicU64::new(1),
                 cluster: OnceLock::new(),
+                record: OnceLock::new(),
                 unpersisted: Arc::new(AtomicUsize::new(0)),
+                recovering: AtomicUsize::new(0),
             }),
         }
     }
@@ -89,20 +96,60 @@ impl Registry {
                     }
                     _ = shutdown.cancelled() => return,
                 }
-                if *health.borrow_and_update() {
+                // Until every loaded document answered that it is on disk,
+                // or storage failed again.
+                while *health.borrow_and_update() {
                     registry.persist_all().await;
+                    if registry.recovering() == 0 {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
                 }
             }
         });
     }
 
+    /// Asks every loaded document to persist, all at once so that their
+    /// writes share group commits, then counts the answers down. A document
+    /// that could not (storage failed again) keeps the count above zero
+    /// until the next recovery starts over.
     async fn persist_all(&self) {
-        for name in self.loaded_names() {
-            if let Some(handle) = self.loaded(&name) {
+        let names = self.loaded_names();
+        self.inner.recovering.store(names.len(), Ordering::Release);
+        let mut answers = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(handle) = self.loaded(&name) else {
                 // Gone: it persisted on its way out.
-                let _ = handle.send(DocCommand::Persist).await;
+                self.inner.recovering.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            };
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if handle.send(DocCommand::Persist { reply }).await.is_err() {
+                self.inner.recovering.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            answers.push(answer);
+        }
+        for answer in answers {
+            // An actor that stopped before answering persisted on its way
+            // out, or counted itself as unpersisted.
+            if answer.await.unwrap_or(true) {
+                self.inner.recovering.fetch_sub(1, Ordering::AcqRel);
             }
         }
+        match self.inner.recovering.load(Ordering::Acquire) {
+            0 => tracing::info!("every loaded document is on disk again: ready"),
+            left => tracing::warn!(left, "loaded documents not yet on disk again; retrying"),
+        }
+    }
+
+    /// Loaded documents that have not yet persisted their whole state since
+    /// storage recovered.
+    pub fn recovering(&self) -> usize {
+        self.inner.recovering.load(Ordering::Acquire)
     }
 
     /// Documents that stopped without their state on disk (at shutdown,
@@ -118,6 +165,16 @@ impl Registry {
 
     pub fn cluster(&self) -> Option<&Cluster> {
         self.inner.cluster.get()
+    }
+
+    /// With `--postgres-url`: documents load from, and are deleted in, the
+    /// shared record. Set before the first document opens.
+    pub fn set_record(&self, record: Record) {
+        let _ = self.inner.record.set(record);
+    }
+
+    pub fn record(&self) -> Option<&Record> {
+        self.inner.record.get()
     }
 
     pub fn loaded_names(&self) -> Vec<DocName> {
@@ -169,7 +226,13 @@ impl Registry {
         if self.inner.shutdown.is_cancelled() {
             return Err(OpenError::ShuttingDown);
         }
-        let stored = load::load(&self.inner.store, name, Warmth::ColdIfSnapshot).await?;
+        let stored = load::load(
+            &self.inner.store,
+            self.inner.record.get(),
+            name,
+            Warmth::ColdIfSnapshot,
+        )
+        .await?;
         let loaded = match (stored.doc, if_absent) {
             (Some(loaded), _) => loaded,
             (None, IfAbsent::Create) => Loaded {
@@ -210,6 +273,7 @@ impl Registry {
                 settings: self.inner.settings.clone(),
                 shutdown: self.inner.shutdown.clone(),
                 cluster: self.inner.cluster.get().cloned(),
+                record: self.inner.record.get().cloned(),
                 unpersisted: self.inner.unpersisted.clone(),
             },
         ));
@@ -219,6 +283,29 @@ impl Registry {
             crate::metrics::document_unloaded();
         });
         Ok(handle)
+    }
+
+    /// What storage holds for `name` (this node's store, and the shared
+    /// record if there is one), read as a load reads it but without
+    /// starting an actor: for a backup of a document that is not loaded. A
+    /// lone stored snapshot comes as is; anything else is integrated. None
+    /// when nothing is stored.
+    pub async fn stored_state(&self, name: &DocName) -> Result<Option<BackupState>, OpenError> {
+        let stored = load::load(
+            &self.inner.store,
+            self.record(),
+            name,
+            Warmth::ColdIfSnapshot,
+        )
+        .await?;
+        Ok(stored.doc.map(|loaded| {
+            let (update, state_vector_v1) = loaded.content.whole_state();
+            BackupState {
+                update,
+                state_vector_v1,
+                updated_at_ms: loaded.position.updated_at_ms(),
+            }
+        }))
     }
 
     /// Runs `f` against the document's actor, reopening it if the actor
@@ -258,8 +345,11 @@ impl Registry {
                     reply,
                 })
                 .await;
-            if deleted.is_ok() {
-                return Ok(true);
+            match deleted {
+                Ok(Ok(())) => return Ok(true),
+                Ok(Err(e)) => return Err(OpenError::Record(e)),
+                // Unloaded meanwhile: open it again.
+                Err(Gone) => continue,
             }
         }
         Ok(false)

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::names::DocName;
-use crate::store::{Store, StoreOptions};
+use crate::store::{Spool, Store, StoreOptions};
 use bytes::Bytes;
 use crdt_core::awareness::AwarenessEntry;
 use crdt_core::protocol::encode_sync_step2;
@@ -44,6 +44,7 @@ impl Server {
                 cache_bytes: 1 << 20,
                 flush_interval: config.flush_interval(),
                 accept_data_loss: false,
+                spool: Spool::Off,
             },
         )
         .expect("sled opens");
@@ -304,6 +305,7 @@ async fn a_compacted_document_answers_a_page_load_from_its_stored_bytes_then_war
                 cache_bytes: 1 << 20,
                 flush_interval: Duration::from_millis(5),
                 accept_data_loss: false,
+                spool: Spool::Off,
             },
         )
         .expect("sled opens");
@@ -415,7 +417,8 @@ async fn a_deleted_document_closes_its_connections_and_is_gone() {
         reply,
     })
     .await
-    .expect("actor runs");
+    .expect("actor runs")
+    .expect("deleted");
     assert_eq!(ada.next().await, Heard::Closed(CloseReason::DELETED));
     assert!(doc
         .request(|reply| DocCommand::Info { reply })

@@ -12,14 +12,17 @@
 //! built once per test process with `cargo build -p quire-server --bin quire`
 //! so that the suite never runs a stale server.
 //!
-//! [`RedisServer`] runs a private `redis-server` for the cluster suite.
+//! [`RedisServer`] runs a private `redis-server` for the cluster suite, and
+//! [`Postgres`] a private PostgreSQL.
 
 mod binary;
 mod log;
+pub mod postgres;
 pub mod redis;
 pub mod trace;
 
 pub use binary::quire_binary;
+pub use postgres::Postgres;
 pub use redis::RedisServer;
 
 use crate::{Client, ClientConfig, ClientError};

@@ -1,7 +1,10 @@
 //! `kill -9` of a node: its clients, behind a load balancer with no sticky
 //! sessions, reconnect to a surviving node and nothing anyone typed is lost.
 
-use crate::support::{connect, insert_word, wait_words, Cluster, Rest, Rng, ROOT, WAIT};
+use crate::support::{
+    connect, eventually, insert_word, segment, text_update, wait_ready, wait_words, wipe_data_dir,
+    Cluster, Rest, Rng, ROOT, WAIT,
+};
 use anyhow::{bail, ensure, Context, Result};
 use quire_client::{Client, ClientConfig, Status};
 use std::time::Duration;
@@ -85,9 +88,18 @@ async fn fail_over(old: Client, route: &[String], at: &mut usize) -> Result<Clie
     }
 }
 
-#[tokio::test]
-async fn clients_of_a_killed_node_move_to_survivors_and_no_word_is_lost() -> Result<()> {
-    let mut cluster = Cluster::start(3).await?;
+/// What node a loses when it is killed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// Its process only: the data directory survives.
+    Process,
+    /// Its disk too: the data directory is emptied while it is down.
+    Disk,
+}
+
+/// Four clients type, two of them on node a, which is killed mid-stream;
+/// its clients move to survivors. Returns the converged text.
+async fn kill_node_a_while_clients_type(cluster: &mut Cluster, loss: Loss) -> Result<String> {
     let [a, b, c] = [0, 1, 2].map(|i| cluster.node(i).ws_address());
     // Two clients on node a (the balancer will send them to b and to c next),
     // one on each survivor.
@@ -115,6 +127,9 @@ async fn clients_of_a_killed_node_move_to_survivors_and_no_word_is_lost() -> Res
         }
     }
     cluster.nodes[0].kill().await?;
+    if loss == Loss::Disk {
+        wipe_data_dir(&cluster.nodes[0])?;
+    }
 
     let mut results = Vec::new();
     for typist in typists {
@@ -153,5 +168,53 @@ async fn clients_of_a_killed_node_move_to_survivors_and_no_word_is_lost() -> Res
     for survivor in &cluster.nodes[1..] {
         Rest::new(survivor).wait_text(DOC, &text).await?;
     }
+    Ok(text)
+}
+
+#[tokio::test]
+async fn clients_of_a_killed_node_move_to_survivors_and_no_word_is_lost() -> Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    kill_node_a_while_clients_type(&mut cluster, Loss::Process).await?;
+    Ok(())
+}
+
+/// With PostgreSQL as the shared record, a node is only a cache: losing it
+/// with its disk loses nothing, and what was created only through it is
+/// listed and served by the others, and by it again on an empty disk.
+#[tokio::test]
+async fn with_postgres_a_node_lost_with_its_disk_loses_nothing_and_its_documents_stay_everywhere(
+) -> Result<()> {
+    let mut cluster = Cluster::start_recorded(3, &[]).await?;
+    let only_a = "failover/only-on-a";
+    let created = Rest::new(cluster.node(0))
+        .post(
+            &format!("/api/docs/{}/updates", segment(only_a)),
+            text_update(ROOT, "created through node a"),
+        )
+        .await?;
+    ensure!(created.status().is_success(), "{}", created.status());
+    // Listed by node c, which never held it: the listing is PostgreSQL's.
+    let c = Rest::new(cluster.node(2));
+    eventually(|| async {
+        let listed = c.get("/api/docs?prefix=failover/").await?.text().await?;
+        Ok(listed.contains(only_a).then_some(()))
+    })
+    .await
+    .context("node c never listed the document created through node a")?;
+
+    let text = kill_node_a_while_clients_type(&mut cluster, Loss::Disk).await?;
+
+    c.wait_text(only_a, "created through node a").await?;
+    // Node a comes back on an empty disk and serves both from the record.
+    cluster.nodes[0].restart().await?;
+    wait_ready(cluster.node(0)).await?;
+    let a = Rest::new(cluster.node(0));
+    a.wait_text(only_a, "created through node a").await?;
+    a.wait_text(DOC, &text).await?;
+    let listed = a.get("/api/docs?prefix=failover/").await?.text().await?;
+    ensure!(
+        listed.contains(only_a) && listed.contains(DOC),
+        "node a lists {listed}"
+    );
     Ok(())
 }

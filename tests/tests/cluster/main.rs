@@ -17,9 +17,11 @@
 //! | [`failover`] | `kill -9` of a node: its clients move to survivors and lose nothing |
 //! | [`outage`] | Redis down: nodes keep serving, are not ready, and heal after it returns |
 //! | [`restart`] | a node restarted on a stale sled copy catches up from its peers |
+//! | [`record`] | PostgreSQL as the shared record: fresh disks, a PostgreSQL crash, a delete against an old spool |
 
 mod failover;
 mod outage;
+mod record;
 mod relay;
 mod rest;
 mod restart;

@@ -3,7 +3,8 @@
 //! vector with no restart, and every client ends with every edit.
 
 use crate::support::{
-    client, eventually, sorted, type_words, wait_ready, wait_words, words, Cluster, Rest, ROOT,
+    client, eventually, sorted, type_words, wait_ready, wait_words, wipe_data_dir, words, Cluster,
+    Rest, ROOT,
 };
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;
@@ -13,6 +14,31 @@ const DOC: &str = "outage/notes";
 #[tokio::test]
 async fn edits_made_while_redis_is_down_converge_after_it_returns_without_restarts() -> Result<()> {
     let mut cluster = Cluster::start(2).await?;
+    edit_through_a_redis_outage(&mut cluster).await?;
+    Ok(())
+}
+
+/// With PostgreSQL as the record, persisting goes on while Redis is down:
+/// each node uploads what its clients type, and the converged text is what
+/// fresh nodes on empty disks read back.
+#[tokio::test]
+async fn with_postgres_persisting_goes_on_while_redis_is_down() -> Result<()> {
+    let mut cluster = Cluster::start_recorded(2, &[]).await?;
+    let text = edit_through_a_redis_outage(&mut cluster).await?;
+    for node in &mut cluster.nodes {
+        let status = node.terminate().await?;
+        ensure!(status.success(), "exit {status:?}\n{}", node.logs());
+        wipe_data_dir(node)?;
+        node.restart().await?;
+    }
+    Rest::new(cluster.node(1)).wait_text(DOC, &text).await?;
+    Ok(())
+}
+
+/// Both nodes' clients type before, during and after a Redis outage;
+/// returns the converged text.
+async fn edit_through_a_redis_outage(cluster: &mut Cluster) -> Result<String> {
+    let recorded = cluster.postgres.is_some();
     let a1 = client(cluster.node(0), DOC).await?;
     let a2 = client(cluster.node(0), DOC).await?;
     let b1 = client(cluster.node(1), DOC).await?;
@@ -43,6 +69,13 @@ async fn edits_made_while_redis_is_down_converge_after_it_returns_without_restar
         );
     }
 
+    let uploaded_before = if recorded {
+        Rest::new(cluster.node(0))
+            .counter("quire_uploaded_updates_total")
+            .await?
+    } else {
+        0.0
+    };
     // Both sides keep editing for about two seconds of outage.
     let pace = Duration::from_millis(40);
     let (down_a, down_b) = tokio::join!(
@@ -64,6 +97,15 @@ async fn edits_made_while_redis_is_down_converge_after_it_returns_without_restar
             "{} became ready while redis was down",
             node.addr()
         );
+    }
+    if recorded {
+        let rest = Rest::new(cluster.node(0));
+        eventually(|| async {
+            let uploaded = rest.counter("quire_uploaded_updates_total").await?;
+            Ok((uploaded >= uploaded_before + down_a.len() as f64).then_some(()))
+        })
+        .await
+        .context("node a stopped uploading to PostgreSQL while redis was down")?;
     }
 
     cluster.redis.restart().await?;
@@ -88,7 +130,7 @@ async fn edits_made_while_redis_is_down_converge_after_it_returns_without_restar
     for node in &cluster.nodes {
         Rest::new(node).wait_text(DOC, &text).await?;
     }
-    Ok(())
+    Ok(text)
 }
 
 #[tokio::test]

@@ -1,26 +1,15 @@
 //! REST on one node acts on the document of the whole cluster.
 
 use crate::support::{
-    client, eventually, segment, text_of, type_words, wait_words, Cluster, Rest, ROOT, WAIT,
+    client, eventually, segment, text_of, text_update, type_words, wait_words, Cluster, Rest, ROOT,
+    WAIT,
 };
 use anyhow::{ensure, Context, Result};
 use quire_client::testing::TestServer;
 use quire_client::Client;
 use std::time::Duration;
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Text, Transact, Update};
-
-/// A v1 update that inserts `chunk` at the start of text [`ROOT`], made by
-/// a fresh client id.
-fn text_update(chunk: &str) -> Vec<u8> {
-    let doc = Doc::new();
-    let text = doc.get_or_insert_text(ROOT);
-    text.insert(&mut doc.transact_mut(), 0, chunk);
-    let update = doc
-        .transact()
-        .encode_state_as_update_v1(&StateVector::default());
-    update
-}
+use yrs::{Doc, Transact, Update};
 
 #[tokio::test]
 async fn an_update_posted_to_one_node_reaches_clients_of_another_and_reads_of_a_third() -> Result<()>
@@ -32,7 +21,7 @@ async fn an_update_posted_to_one_node_reaches_clients_of_another_and_reads_of_a_
     let response = Rest::new(cluster.node(0))
         .post(
             &format!("/api/docs/{}/updates", segment(DOC)),
-            text_update("posted on node a"),
+            text_update(ROOT, "posted on node a"),
         )
         .await?;
     ensure!(

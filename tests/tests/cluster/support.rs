@@ -1,7 +1,7 @@
 //! The cluster under test, and helpers shared by the cluster tests.
 
-use anyhow::{bail, Context, Result};
-use quire_client::testing::{RedisServer, TestServer};
+use anyhow::{bail, ensure, Context, Result};
+use quire_client::testing::{Postgres, RedisServer, TestServer};
 use quire_client::{Client, ClientConfig};
 use std::future::Future;
 use std::time::Duration;
@@ -22,31 +22,55 @@ pub(crate) const NO_PERIODIC_RESYNC: &str = "3600";
 pub(crate) const ROOT: &str = "content";
 
 /// One `redis-server` and `quire` nodes sharing it, each with its own sled
-/// directory. Node `i` has node id `node-{a,b,c,…}`.
+/// directory, and with [`Cluster::start_recorded`] one PostgreSQL, the
+/// shared record of every document. Node `i` has node id `node-{a,b,c,…}`.
 pub(crate) struct Cluster {
     pub redis: RedisServer,
     pub nodes: Vec<TestServer>,
+    pub postgres: Option<Postgres>,
 }
 
 impl Cluster {
     /// Starts Redis, then `count` nodes, and waits until every node reports
     /// ready (connected to Redis).
     pub(crate) async fn start(count: usize) -> Result<Cluster> {
+        Self::start_with(count, None, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with documents recorded in a private
+    /// PostgreSQL (`--postgres-url`) and `extra` flags on every node.
+    pub(crate) async fn start_recorded(count: usize, extra: &[&str]) -> Result<Cluster> {
+        let postgres = Postgres::start().await?;
+        Self::start_with(count, Some(postgres), extra).await
+    }
+
+    async fn start_with(
+        count: usize,
+        postgres: Option<Postgres>,
+        extra: &[&str],
+    ) -> Result<Cluster> {
         let redis = RedisServer::start().await?;
         let mut nodes = Vec::with_capacity(count);
         for index in 0..count {
-            let node = TestServer::start_with([
+            let mut args = vec![
                 "--redis-url".to_owned(),
                 redis.url(),
                 "--node-id".to_owned(),
                 node_id(index),
                 "--cluster-resync-secs".to_owned(),
                 NO_PERIODIC_RESYNC.to_owned(),
-            ])
-            .await?;
-            nodes.push(node);
+            ];
+            if let Some(postgres) = &postgres {
+                args.extend(["--postgres-url".to_owned(), postgres.url()]);
+            }
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            nodes.push(TestServer::start_with(args).await?);
         }
-        let cluster = Cluster { redis, nodes };
+        let cluster = Cluster {
+            redis,
+            nodes,
+            postgres,
+        };
         for node in &cluster.nodes {
             wait_ready(node).await?;
         }
@@ -56,6 +80,15 @@ impl Cluster {
     pub(crate) fn node(&self, index: usize) -> &TestServer {
         &self.nodes[index]
     }
+}
+
+/// Empties a stopped node's data directory, as a lost disk would.
+pub(crate) fn wipe_data_dir(node: &TestServer) -> Result<()> {
+    ensure!(!node.is_running(), "wiping the data dir of a running node");
+    let dir = node.data_dir();
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    std::fs::create_dir(dir)?;
+    Ok(())
 }
 
 /// `node-a`, `node-b`, …
@@ -80,6 +113,18 @@ pub(crate) async fn connect(config: ClientConfig) -> Result<Client> {
         .await
         .with_context(|| format!("syncing with {url}"))?;
     Ok(client)
+}
+
+/// A v1 update that inserts `chunk` at the start of text `root`, made by a
+/// fresh client id.
+pub(crate) fn text_update(root: &str, chunk: &str) -> Vec<u8> {
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text(root);
+    text.insert(&mut doc.transact_mut(), 0, chunk);
+    let update = doc
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
+    update
 }
 
 /// Plain text of root `root` in `doc` (empty if absent).
