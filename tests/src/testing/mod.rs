@@ -15,6 +15,7 @@
 //! [`RedisServer`] runs a private `redis-server` for the cluster suite, and
 //! [`Postgres`] a private PostgreSQL.
 
+pub mod archive;
 mod binary;
 mod log;
 pub mod postgres;

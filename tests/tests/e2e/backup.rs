@@ -3,13 +3,13 @@
 //! on archives that are damaged, cut short, or pointed at the wrong place.
 
 use crate::support::{append, damage_sled_files, decode_sv, eventually, text_update, Rest, WAIT};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use quire_client::testing::archive::{manifest_of, tar_entries};
 use quire_client::testing::{quire_binary, TestServer};
 use quire_client::Client;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,32 +41,6 @@ async fn take_backup(server: &TestServer) -> Result<Vec<u8>> {
     );
     ensure!(kind == "application/x-tar", "content-type {kind}");
     Ok(body)
-}
-
-/// The entries of a tar archive: each name and where its bytes are.
-fn tar_entries(archive: &[u8]) -> Result<Vec<(String, Range<usize>)>> {
-    let mut entries = Vec::new();
-    let mut at = 0;
-    while at + 512 <= archive.len() {
-        let header = &archive[at..at + 512];
-        if header.iter().all(|&b| b == 0) {
-            return Ok(entries);
-        }
-        let name_len = header[..100].iter().position(|&b| b == 0).unwrap_or(100);
-        let name = String::from_utf8(header[..name_len].to_vec())?;
-        let size = usize::from_str_radix(std::str::from_utf8(&header[124..135])?.trim(), 8)?;
-        let start = at + 512;
-        entries.push((name, start..start + size));
-        at = start + size.div_ceil(512) * 512;
-    }
-    bail!("no end-of-archive marker")
-}
-
-fn manifest_of(archive: &[u8]) -> Result<Value> {
-    let entries = tar_entries(archive)?;
-    let (name, range) = entries.last().context("empty archive")?;
-    ensure!(name == "manifest.json", "last entry is {name}");
-    Ok(serde_json::from_slice(&archive[range.clone()])?)
 }
 
 /// Document name → manifest entry.
