@@ -217,6 +217,8 @@ async fn a_backup_taken_while_three_clients_type_restores_every_token_they_had_b
         out.contains(&format!("restored {} document(s)", expected.len())),
         "{out}"
     );
+    let (ok, out) = check_data_dir(data.path()).await?;
+    ensure!(ok, "the restored data dir fails its check: {out}");
     let restored = TestServer::start_on(data, ["--admin-token", ADMIN]).await?;
     let rest = Rest::with_token(&restored, ADMIN);
 
