@@ -6,6 +6,7 @@
 //! document actors), [`store`] (sled), [`names`] (document names).
 
 pub mod auth;
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod datadir;

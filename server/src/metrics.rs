@@ -95,6 +95,10 @@ fn describe() {
     );
     describe_counter!("quire_updates_applied_total", "Document updates applied");
     describe_counter!("quire_frames_rejected_total", "Frames refused, by reason");
+    describe_counter!(
+        "quire_backups_total",
+        "GET /api/backup archives, by result: written (manifest included) or failed (cut short)"
+    );
     describe_histogram!(
         "quire_flush_seconds",
         Unit::Seconds,
@@ -113,6 +117,9 @@ pub fn init() {
     // Touch the labelled counters so they show up at zero.
     h.connections.increment(0.0);
     h.storage_failures.increment(0);
+    for outcome in [BackupOutcome::Written, BackupOutcome::Failed] {
+        metrics::counter!("quire_backups_total", "result" => outcome.label()).increment(0);
+    }
 }
 
 /// The Prometheus text exposition of every metric.
@@ -195,4 +202,26 @@ pub fn storage_failed() {
     let h = handles();
     h.storage_failures.increment(1);
     h.storage_healthy.set(0.0);
+}
+
+/// How a backup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupOutcome {
+    /// Every document and the manifest sent.
+    Written,
+    /// Cut short: the client went away, storage failed, shutdown.
+    Failed,
+}
+
+impl BackupOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            BackupOutcome::Written => "written",
+            BackupOutcome::Failed => "failed",
+        }
+    }
+}
+
+pub fn backup_finished(outcome: BackupOutcome) {
+    metrics::counter!("quire_backups_total", "result" => outcome.label()).increment(1);
 }

@@ -62,7 +62,7 @@ impl IntoParams for DocPath {
 }
 
 /// Raw bytes: a Yjs update, in a request or response body.
-struct Binary;
+pub(crate) struct Binary;
 
 impl PartialSchema for Binary {
     fn schema() -> RefOr<Schema> {

@@ -63,7 +63,7 @@ pub enum ServeError {
     tags(
         (name = "documents", description = "Documents, snapshots, updates and the change feed"),
         (name = "access", description = "Access tokens"),
-        (name = "operations", description = "Health, readiness, metrics"),
+        (name = "operations", description = "Health, readiness, metrics, backups"),
     )
 )]
 struct ApiDoc;
@@ -111,6 +111,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::sse::events))
         .routes(routes!(rest::post_update))
         .routes(routes!(rest::mint_token))
+        .routes(routes!(crate::backup::http::backup))
         .routes(routes!(rest::healthz))
         .routes(routes!(rest::readyz))
         .routes(routes!(rest::metrics))

@@ -14,6 +14,10 @@
 //! write and flush succeed, storage is healthy again and the registry has
 //! every loaded document persist its whole state (see `doc::registry`).
 //!
+//! `quire check` (`crate::backup::check`) reads a stopped server's data
+//! directory with the same functions ([`open_db`], [`load`], [`list`],
+//! [`stored_commit`]), on its own thread, with no storage thread running.
+//!
 //! The key layout is described once, in ARCHITECTURE.md ("Storage layout");
 //! change it there together with the `*_key` functions below.
 
@@ -595,7 +599,7 @@ const PROBE_KEY: &[u8] = b"probe";
 /// sled's flush; compared at start with the commit journal.
 const COMMIT_KEY: &[u8] = b"commit";
 
-fn stored_commit(db: &sled::Db) -> Result<u64, StoreError> {
+pub(crate) fn stored_commit(db: &sled::Db) -> Result<u64, StoreError> {
     match db.get(COMMIT_KEY)? {
         None => Ok(0),
         Some(raw) => <[u8; 8]>::try_from(raw.as_ref())
@@ -657,7 +661,7 @@ fn check_commits(
     }
 }
 
-fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
+pub(crate) fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::Error> {
     sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
@@ -1155,7 +1159,7 @@ fn tombstone(db: &sled::Db, doc: &DocName) -> Result<Option<i64>, StoreError> {
         .map(i64::from_be_bytes))
 }
 
-fn load(db: &sled::Db, doc: &DocName) -> Result<StoredDoc, StoreError> {
+pub(crate) fn load(db: &sled::Db, doc: &DocName) -> Result<StoredDoc, StoreError> {
     let meta = match db.get(meta_key(doc.as_str()))? {
         Some(raw) => Some(DocMeta::decode(&raw)?),
         None => None,
@@ -1179,7 +1183,7 @@ fn load(db: &sled::Db, doc: &DocName) -> Result<StoredDoc, StoreError> {
     })
 }
 
-fn list(
+pub(crate) fn list(
     db: &sled::Db,
     prefix: &str,
     after: Option<&str>,

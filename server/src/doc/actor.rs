@@ -12,8 +12,8 @@
 
 use super::close::CloseReason;
 use super::command::{
-    ApplyError, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, SnapshotBody, SnapshotFormat,
-    SnapshotRequest, Subscription,
+    ApplyError, BackupState, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, SnapshotBody,
+    SnapshotFormat, SnapshotRequest, Subscription,
 };
 use super::conns::{Connections, Departures};
 use super::content::{need, Content, Need, Warm};
@@ -372,6 +372,14 @@ impl DocActor {
                     tracing::debug!(error = %e, "not persisted yet; storage failed again");
                 }
                 let _ = reply.send(persisted.is_ok());
+            }
+            DocCommand::Backup { reply } => {
+                let (update, state_vector_v1) = self.content.whole_state();
+                let _ = reply.send(BackupState {
+                    update,
+                    state_vector_v1,
+                    updated_at_ms: self.position.updated_at_ms(),
+                });
             }
             DocCommand::AwaitPeers { reply } => {
                 let empty = self.is_empty();

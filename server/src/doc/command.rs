@@ -145,6 +145,21 @@ pub enum DocCommand {
     Persist {
         reply: oneshot::Sender<bool>,
     },
+    /// The whole state for a backup (`crate::backup`), without integrating
+    /// a cold document.
+    Backup {
+        reply: oneshot::Sender<BackupState>,
+    },
+}
+
+/// A document's whole state, both parts from the same turn of its actor,
+/// so the state vector is exactly the update's.
+#[derive(Debug, Clone)]
+pub struct BackupState {
+    /// `Y.encodeStateAsUpdate(doc)`: what a compaction would store.
+    pub update: Bytes,
+    pub state_vector_v1: Vec<u8>,
+    pub updated_at_ms: i64,
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub(super) fn need(command: &DocCommand) -> Need {
         | DocCommand::QueryAwareness { .. }
         | DocCommand::Info { .. }
         | DocCommand::Delete { .. }
+        // A cold document's state is its snapshot, as stored.
+        | DocCommand::Backup { .. }
         // A cold document is what storage holds already.
         | DocCommand::Persist { .. } => Need::Nothing,
         // A client with nothing gets the whole state: the snapshot itself.
@@ -101,6 +103,22 @@ impl Content {
         match self {
             Content::Cold(cold) => cold.state_vector_v1.clone(),
             Content::Warm(warm) => warm.doc.state_vector_v1(),
+        }
+    }
+
+    /// The whole state as one v1 update and its state vector, cold or
+    /// warm: a cold document's is its snapshot, not integrated.
+    pub(super) fn whole_state(&self) -> (Bytes, Vec<u8>) {
+        match self {
+            Content::Cold(cold) => (
+                cold.full_sync
+                    .slice(cold.full_sync.len() - cold.snapshot_len..),
+                cold.state_vector_v1.clone(),
+            ),
+            Content::Warm(warm) => (
+                Bytes::from(warm.doc.encode_state_v1()),
+                warm.doc.state_vector_v1(),
+            ),
         }
     }
 

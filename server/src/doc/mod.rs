@@ -40,8 +40,8 @@ mod wakeup;
 
 pub use close::CloseReason;
 pub use command::{
-    ApplyError, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, Gone, SnapshotBody,
-    SnapshotFormat, SnapshotRequest, Subscription,
+    ApplyError, BackupState, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, Gone,
+    SnapshotBody, SnapshotFormat, SnapshotRequest, Subscription,
 };
 pub use handle::{DocHandle, DocStats};
 pub use load::OpenError;

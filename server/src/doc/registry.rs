@@ -4,7 +4,7 @@
 //! A document unloads itself when idle; the next use loads it anew.
 
 use super::actor::{ActorEnv, DocActor};
-use super::command::{DeleteOrigin, DocCommand, Gone};
+use super::command::{BackupState, DeleteOrigin, DocCommand, Gone};
 use super::content::Content;
 use super::directory::Directory;
 use super::handle::{DocHandle, DocStats};
@@ -283,6 +283,29 @@ impl Registry {
             crate::metrics::document_unloaded();
         });
         Ok(handle)
+    }
+
+    /// What storage holds for `name` (this node's store, and the shared
+    /// record if there is one), read as a load reads it but without
+    /// starting an actor: for a backup of a document that is not loaded. A
+    /// lone stored snapshot comes as is; anything else is integrated. None
+    /// when nothing is stored.
+    pub async fn stored_state(&self, name: &DocName) -> Result<Option<BackupState>, OpenError> {
+        let stored = load::load(
+            &self.inner.store,
+            self.record(),
+            name,
+            Warmth::ColdIfSnapshot,
+        )
+        .await?;
+        Ok(stored.doc.map(|loaded| {
+            let (update, state_vector_v1) = loaded.content.whole_state();
+            BackupState {
+                update,
+                state_vector_v1,
+                updated_at_ms: loaded.position.updated_at_ms(),
+            }
+        }))
     }
 
     /// Runs `f` against the document's actor, reopening it if the actor

@@ -358,6 +358,49 @@ async fn a_compacted_document_answers_a_page_load_from_its_stored_bytes_then_war
 }
 
 #[tokio::test]
+async fn a_backup_gets_a_cold_documents_stored_snapshot_as_is_and_a_warm_ones_state_with_its_own_state_vector(
+) {
+    let server = Server::start();
+    let doc = server.open("kept").await;
+    doc.request(|reply| DocCommand::ApplyUpdate {
+        update: typed(20, "stored"),
+        reply,
+    })
+    .await
+    .expect("actor runs")
+    .expect("applies");
+    let dir = server.stop().await;
+
+    let server = Server::start_in(dir);
+    let stored = server.store.load(doc_name("kept")).await.expect("loads");
+    let doc = server.open("kept").await;
+    let cold = doc
+        .request(|reply| DocCommand::Backup { reply })
+        .await
+        .expect("actor runs");
+    // Cold: the stored bytes themselves, not a re-encoding of them.
+    assert_eq!(Some(cold.update.to_vec()), stored.snapshot);
+    assert_eq!(Some(cold.state_vector_v1), stored.snapshot_state_vector);
+
+    doc.request(|reply| DocCommand::ApplyUpdate {
+        update: typed(21, "warm "),
+        reply,
+    })
+    .await
+    .expect("actor runs")
+    .expect("applies");
+    let warm = doc
+        .request(|reply| DocCommand::Backup { reply })
+        .await
+        .expect("actor runs");
+    // Two clients inserted at 0: yrs orders them by client id.
+    assert_eq!(text_of(&warm.update), "storedwarm ");
+    let restored = crdt_core::Document::load(Some(&warm.update), []).expect("loads");
+    assert_eq!(warm.state_vector_v1, restored.state_vector_v1());
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_deleted_document_closes_its_connections_and_is_gone() {
     let server = Server::start();
     let doc = server.open("doomed").await;

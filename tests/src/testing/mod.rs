@@ -15,6 +15,7 @@
 //! [`RedisServer`] runs a private `redis-server` for the cluster suite, and
 //! [`Postgres`] a private PostgreSQL.
 
+pub mod archive;
 mod binary;
 mod log;
 pub mod postgres;
@@ -103,6 +104,16 @@ impl TestServer {
         let data_dir = tempfile::Builder::new()
             .prefix("quire-test-")
             .tempdir_in(parent)?;
+        Self::start_with_data_dir(data_dir, extra_args).await
+    }
+
+    /// Starts the server on a data directory prepared beforehand (a
+    /// restored backup, say), which it owns and removes from then on.
+    pub async fn start_on<I, S>(data_dir: TempDir, extra_args: I) -> Result<TestServer, ServerError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         Self::start_with_data_dir(data_dir, extra_args).await
     }
 

@@ -18,7 +18,9 @@
 //! | [`outage`] | Redis down: nodes keep serving, are not ready, and heal after it returns |
 //! | [`restart`] | a node restarted on a stale sled copy catches up from its peers |
 //! | [`record`] | PostgreSQL as the shared record: fresh disks, a PostgreSQL crash, a delete against an old spool |
+//! | [`backup`] | with the shared record, one node's backup holds every node's documents |
 
+mod backup;
 mod failover;
 mod outage;
 mod record;

@@ -1,17 +1,14 @@
 //! What Quire keeps beside sled so that a damaged store is never served as
 //! whole (issue 12): the node id, and the record of what was durable.
 
-use crate::support::{text_update, Rest};
+use crate::support::{damage_sled_files, text_update, Rest};
 use anyhow::{ensure, Context, Result};
 use quire_client::testing::{quire_binary, TestServer};
 use serde_json::Value;
-use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-/// Quire's own files in the data directory; everything else is sled's.
-const QUIRE_FILES: [&str; 2] = ["node-id", "commits"];
-const DOCUMENTS: usize = 60;
+pub(crate) const DOCUMENTS: usize = 60;
 
 /// The node id `/readyz` reports.
 async fn node_id(server: &TestServer) -> Result<String> {
@@ -61,7 +58,7 @@ fn doc(i: usize) -> String {
 
 /// Writes `DOCUMENTS` documents of about 2 KiB each over REST; each POST
 /// answers once its update is durable.
-async fn write_documents(rest: &Rest) -> Result<()> {
+pub(crate) async fn write_documents(rest: &Rest) -> Result<()> {
     for i in 0..DOCUMENTS {
         let body = text_update("content", &format!("document {i}: {}", "x".repeat(2048)));
         let response = rest
@@ -75,51 +72,6 @@ async fn write_documents(rest: &Rest) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Media damage, not a torn tail: 4 KiB of garbage every 64 KiB inside
-/// every regular file of sled's (from 64 KiB on, so its small `conf`
-/// survives and sled opens).
-fn damage_sled_files(dir: &Path) -> Result<usize> {
-    let mut overwritten = 0;
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut files = vec![dir.to_path_buf()];
-    while let Some(path) = files.pop() {
-        for entry in std::fs::read_dir(&path)? {
-            let entry = entry?;
-            if QUIRE_FILES.iter().any(|f| entry.file_name() == *f) {
-                continue;
-            }
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                files.push(entry.path());
-                continue;
-            }
-            if !kind.is_file() {
-                continue;
-            }
-            let len = entry.metadata()?.len();
-            let mut file = std::fs::OpenOptions::new().write(true).open(entry.path())?;
-            let mut offset = 64 * 1024;
-            while offset + 4096 <= len {
-                let garbage: Vec<u8> = (0..4096)
-                    .map(|_| {
-                        // xorshift: repeatable garbage.
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        seed as u8
-                    })
-                    .collect();
-                file.seek(SeekFrom::Start(offset))?;
-                file.write_all(&garbage)?;
-                overwritten += 1;
-                offset += 64 * 1024;
-            }
-            file.sync_all()?;
-        }
-    }
-    Ok(overwritten)
 }
 
 /// Runs the binary on `data_dir` until it exits; its status and stderr.

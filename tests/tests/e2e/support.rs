@@ -5,6 +5,8 @@ use base64::Engine;
 use quire_client::testing::TestServer;
 use quire_client::Client;
 use std::future::Future;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
 use std::time::Duration;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -442,4 +444,52 @@ pub(crate) fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&MASK);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
     frame
+}
+
+/// Quire's own files in the data directory; everything else is sled's.
+pub(crate) const QUIRE_FILES: [&str; 2] = ["node-id", "commits"];
+
+/// Media damage, not a torn tail: 4 KiB of garbage every 64 KiB inside
+/// every regular file of sled's (from 64 KiB on, so its small `conf`
+/// survives and sled opens).
+pub(crate) fn damage_sled_files(dir: &Path) -> Result<usize> {
+    let mut overwritten = 0;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut files = vec![dir.to_path_buf()];
+    while let Some(path) = files.pop() {
+        for entry in std::fs::read_dir(&path)? {
+            let entry = entry?;
+            if QUIRE_FILES.iter().any(|f| entry.file_name() == *f) {
+                continue;
+            }
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                files.push(entry.path());
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let len = entry.metadata()?.len();
+            let mut file = std::fs::OpenOptions::new().write(true).open(entry.path())?;
+            let mut offset = 64 * 1024;
+            while offset + 4096 <= len {
+                let garbage: Vec<u8> = (0..4096)
+                    .map(|_| {
+                        // xorshift: repeatable garbage.
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed as u8
+                    })
+                    .collect();
+                file.seek(SeekFrom::Start(offset))?;
+                file.write_all(&garbage)?;
+                overwritten += 1;
+                offset += 64 * 1024;
+            }
+            file.sync_all()?;
+        }
+    }
+    Ok(overwritten)
 }
