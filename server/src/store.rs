@@ -1025,8 +1025,18 @@ impl Worker {
                 let _ = reply.send(self.observe_read(result));
             }
             Op::Load { doc, reply } => {
-                let result = self.readable().and_then(|db| load(db, &doc));
-                let _ = reply.send(self.observe_read(result));
+                let result = match self.readable().and_then(|db| load(db, &doc)) {
+                    // A record sled can no longer read (its checksum fails):
+                    // this document is refused, loudly, and storage is not
+                    // failing for the others.
+                    Err(StoreError::Sled(sled::Error::Corruption { .. })) => {
+                        metrics::counter!("quire_storage_damaged_reads_total").increment(1);
+                        tracing::error!(doc = %doc, "a stored record of this document is damaged (checksum mismatch): it is not served; run `quire check --data-dir` and restore it from a backup");
+                        Err(StoreError::Corrupt(format!("document {doc} is damaged in storage")))
+                    }
+                    other => self.observe_read(other),
+                };
+                let _ = reply.send(result);
             }
             Op::List {
                 prefix,
