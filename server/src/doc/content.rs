@@ -53,6 +53,7 @@ pub(super) fn need(command: &DocCommand) -> Need {
         | DocCommand::QueryAwareness { .. }
         | DocCommand::Info { .. }
         | DocCommand::Delete { .. }
+        | DocCommand::PeerGone { .. }
         // A cold document is what storage holds already.
         | DocCommand::Persist { .. } => Need::Nothing,
         // A client with nothing gets the whole state: the snapshot itself.
