@@ -77,17 +77,30 @@ impl Inbox {
     pub(super) async fn deliver(&mut self, channel: &[u8], payload: &[u8]) {
         crate::metrics::redis_received();
         if channel == HEARTBEAT_CHANNEL.as_bytes() {
-            self.heartbeat(payload);
-        } else {
-            route(&self.cluster, &self.registry, &self.tracker, payload).await;
+            match std::str::from_utf8(payload) {
+                Ok(node) => self.heard_from(node),
+                Err(_) => tracing::warn!("heartbeat with a node id that is not UTF-8"),
+            }
+            return;
         }
+        let message = match ClusterMessage::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable cluster message");
+                return;
+            }
+        };
+        if message.origin == self.cluster.node_id() {
+            return;
+        }
+        // Any message says its node is alive: a node killed before its
+        // first beat reached us is still known, and judged, by the
+        // presence it relayed.
+        self.heard_from(&message.origin);
+        route(&self.cluster, &self.registry, &self.tracker, message).await;
     }
 
-    fn heartbeat(&mut self, payload: &[u8]) {
-        let Ok(node) = std::str::from_utf8(payload) else {
-            tracing::warn!("heartbeat with a node id that is not UTF-8");
-            return;
-        };
+    fn heard_from(&mut self, node: &str) {
         if node == self.cluster.node_id() {
             return;
         }
@@ -121,17 +134,12 @@ impl Inbox {
 }
 
 /// Hands one message from Redis to the document it concerns.
-async fn route(cluster: &Cluster, registry: &Registry, tracker: &TaskTracker, payload: &[u8]) {
-    let message = match ClusterMessage::decode(payload) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "undecodable cluster message");
-            return;
-        }
-    };
-    if message.origin == cluster.node_id() {
-        return;
-    }
+async fn route(
+    cluster: &Cluster,
+    registry: &Registry,
+    tracker: &TaskTracker,
+    message: ClusterMessage,
+) {
     let Ok(name) = DocName::parse(&message.doc) else {
         tracing::warn!(doc = %message.doc, "cluster message for an invalid name");
         return;

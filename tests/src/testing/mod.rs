@@ -12,15 +12,18 @@
 //! built once per test process with `cargo build -p quire-server --bin quire`
 //! so that the suite never runs a stale server.
 //!
-//! [`RedisServer`] runs a private `redis-server` for the cluster suite.
+//! [`RedisServer`] runs a private `redis-server` for the cluster suite, and
+//! [`RedisCluster`] a private 3-primary, 3-replica Redis Cluster.
 
 mod binary;
 mod log;
 pub mod redis;
+pub mod redis_cluster;
 pub mod trace;
 
 pub use binary::quire_binary;
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
 
 use crate::{Client, ClientConfig, ClientError};
 use log::ServerLog;

@@ -1,7 +1,7 @@
 //! The cluster under test, and helpers shared by the cluster tests.
 
 use anyhow::{bail, Context, Result};
-use quire_client::testing::{RedisServer, TestServer};
+use quire_client::testing::{RedisCluster, RedisServer, TestServer};
 use quire_client::{Client, ClientConfig};
 use std::future::Future;
 use std::time::Duration;
@@ -33,29 +33,57 @@ impl Cluster {
     /// ready (connected to Redis).
     pub(crate) async fn start(count: usize) -> Result<Cluster> {
         let redis = RedisServer::start().await?;
-        let mut nodes = Vec::with_capacity(count);
-        for index in 0..count {
-            let node = TestServer::start_with([
-                "--redis-url".to_owned(),
-                redis.url(),
-                "--node-id".to_owned(),
-                node_id(index),
-                "--cluster-resync-secs".to_owned(),
-                NO_PERIODIC_RESYNC.to_owned(),
-            ])
-            .await?;
-            nodes.push(node);
-        }
-        let cluster = Cluster { redis, nodes };
-        for node in &cluster.nodes {
-            wait_ready(node).await?;
-        }
-        Ok(cluster)
+        let nodes = start_nodes(&redis.url(), count).await?;
+        Ok(Cluster { redis, nodes })
     }
 
     pub(crate) fn node(&self, index: usize) -> &TestServer {
         &self.nodes[index]
     }
+}
+
+/// A private Redis Cluster (3 primaries, 3 replicas) and `quire` nodes
+/// given all six as `--redis-url` seeds.
+pub(crate) struct ShardedCluster {
+    pub redis: RedisCluster,
+    pub nodes: Vec<TestServer>,
+}
+
+impl ShardedCluster {
+    /// Starts the Redis Cluster, then `count` nodes, and waits until every
+    /// node reports ready.
+    pub(crate) async fn start(count: usize) -> Result<ShardedCluster> {
+        let redis = RedisCluster::start().await?;
+        let nodes = start_nodes(&redis.seeds(), count).await?;
+        Ok(ShardedCluster { redis, nodes })
+    }
+
+    pub(crate) fn node(&self, index: usize) -> &TestServer {
+        &self.nodes[index]
+    }
+}
+
+/// Starts `count` nodes on `redis_url` (one URL or a list of seeds) with
+/// node ids `node-a`, `node-b`, … and the periodic resync out of reach,
+/// and waits until each is ready.
+async fn start_nodes(redis_url: &str, count: usize) -> Result<Vec<TestServer>> {
+    let mut nodes = Vec::with_capacity(count);
+    for index in 0..count {
+        let node = TestServer::start_with([
+            "--redis-url".to_owned(),
+            redis_url.to_owned(),
+            "--node-id".to_owned(),
+            node_id(index),
+            "--cluster-resync-secs".to_owned(),
+            NO_PERIODIC_RESYNC.to_owned(),
+        ])
+        .await?;
+        nodes.push(node);
+    }
+    for node in &nodes {
+        wait_ready(node).await?;
+    }
+    Ok(nodes)
 }
 
 /// `node-a`, `node-b`, …
@@ -346,4 +374,22 @@ where
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Waits until `observer` sees `state` for `subject` (a client elsewhere).
+pub(crate) async fn wait_presence(
+    observer: &Client,
+    subject: u64,
+    state: &serde_json::Value,
+) -> Result<()> {
+    observer
+        .wait_for_awareness(WAIT, |states| states.get(&subject) == Some(state))
+        .await
+        .with_context(|| {
+            format!(
+                "{} never saw client {subject}'s presence {state}; it sees {:?}",
+                observer.url(),
+                observer.peer_states()
+            )
+        })
 }
