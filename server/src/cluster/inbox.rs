@@ -12,6 +12,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+/// Who sent a delivered message: this node's own come back as echoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sender {
+    Us,
+    Peer,
+}
+
 pub(super) struct Inbox {
     cluster: Cluster,
     registry: Registry,
@@ -73,31 +80,38 @@ impl Inbox {
         }
     }
 
-    /// One message from `channel`.
-    pub(super) async fn deliver(&mut self, channel: &[u8], payload: &[u8]) {
+    /// One message from `channel`; whether it is this node's own.
+    pub(super) async fn deliver(&mut self, channel: &[u8], payload: &[u8]) -> Sender {
         crate::metrics::redis_received();
         if channel == HEARTBEAT_CHANNEL.as_bytes() {
-            match std::str::from_utf8(payload) {
-                Ok(node) => self.heard_from(node),
-                Err(_) => tracing::warn!("heartbeat with a node id that is not UTF-8"),
-            }
-            return;
+            return match std::str::from_utf8(payload) {
+                Ok(node) if node == self.cluster.node_id() => Sender::Us,
+                Ok(node) => {
+                    self.heard_from(node);
+                    Sender::Peer
+                }
+                Err(_) => {
+                    tracing::warn!("heartbeat with a node id that is not UTF-8");
+                    Sender::Peer
+                }
+            };
         }
         let message = match ClusterMessage::decode(payload) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable cluster message");
-                return;
+                return Sender::Peer;
             }
         };
         if message.origin == self.cluster.node_id() {
-            return;
+            return Sender::Us;
         }
         // Any message says its node is alive: a node killed before its
         // first beat reached us is still known, and judged, by the
         // presence it relayed.
         self.heard_from(&message.origin);
         route(&self.cluster, &self.registry, &self.tracker, message).await;
+        Sender::Peer
     }
 
     fn heard_from(&mut self, node: &str) {

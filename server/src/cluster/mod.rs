@@ -326,13 +326,20 @@ impl Bridge {
             }
             Topology::Cluster(seeds) => {
                 tracing::info!(seeds = seeds.len(), "redis is a cluster: sharded pub/sub");
+                let echoes = sharded::SharedEchoes::default();
                 self.tracker.spawn(sharded::publisher(
                     seeds.clone(),
                     publish,
                     self.cluster.clone(),
+                    echoes.clone(),
                     self.shutdown.clone(),
                 ));
-                sharded::subscriber(seeds, subscriptions, owners, inbox, self.shutdown).await;
+                let subscriber = sharded::Subscriber {
+                    owners,
+                    inbox,
+                    echoes,
+                };
+                subscriber.run(seeds, subscriptions, self.shutdown).await;
             }
         }
     }

@@ -16,8 +16,8 @@
 //! library's channel is drained as fast as pushes arrive, and a lagging
 //! subscriber costs at most those two bounds.
 
-use super::inbox::Inbox;
-use super::subscriptions::{classify, Lost, Push, Resubscriptions};
+use super::inbox::{Inbox, Sender};
+use super::subscriptions::{classify, Echoes, Lost, Push, Resubscriptions};
 use super::{
     doc_name_of_channel, note_subscription, refuse_subscriptions, Channel, Cluster, Outgoing,
     Owners, SubCommand, CONTROL_CHANNEL, HEARTBEAT_CHANNEL, MAX_BACKOFF, MIN_BACKOFF,
@@ -46,6 +46,32 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// with its promotion; the first update after it should not wait long).
 const MAX_PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
+/// Channels awaiting this node's own messages, shared by the publisher
+/// (which notes what Redis took) and the subscriber (which hears them back).
+#[derive(Clone, Default)]
+pub(super) struct SharedEchoes(Arc<Mutex<Echoes>>);
+
+impl SharedEchoes {
+    fn published(&self, channel: &str) {
+        if let Ok(mut echoes) = self.0.lock() {
+            echoes.published(channel, Instant::now());
+        }
+    }
+
+    fn heard(&self, channel: &[u8]) {
+        if let (Ok(channel), Ok(mut echoes)) = (std::str::from_utf8(channel), self.0.lock()) {
+            echoes.heard(channel);
+        }
+    }
+
+    fn deaf(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut echoes| echoes.deaf(Instant::now()))
+            .unwrap_or_default()
+    }
+}
+
 /// The cluster client's own retries are few and short: Quire retries
 /// publishes and subscriptions itself, with its own bounds.
 fn builder(seeds: &[String]) -> ClusterClientBuilder {
@@ -72,6 +98,7 @@ pub(super) async fn publisher(
     seeds: Vec<String>,
     mut rx: mpsc::Receiver<Outgoing>,
     cluster: Cluster,
+    echoes: SharedEchoes,
     shutdown: CancellationToken,
 ) {
     let client = match builder(&seeds).build() {
@@ -120,6 +147,7 @@ pub(super) async fn publisher(
                 match published {
                     Ok(_) => {
                         crate::metrics::redis_published();
+                        echoes.published(channel.name());
                         backoff = MIN_BACKOFF;
                         break;
                     }
@@ -204,94 +232,124 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-pub(super) async fn subscriber(
-    seeds: Vec<String>,
-    mut commands: mpsc::Receiver<SubCommand>,
-    mut owners: Owners,
-    mut inbox: Inbox,
-    shutdown: CancellationToken,
-) {
-    let (deliveries_tx, mut deliveries) = mpsc::channel(DELIVERY_QUEUE);
-    let lost = Arc::new(LostEvents::default());
-    let sink = PushSink {
-        deliveries: deliveries_tx,
-        lost: lost.clone(),
-    };
-    let client = match builder(&seeds)
-        .use_protocol(redis::ProtocolVersion::RESP3)
-        .push_sender(sink)
-        .build()
-    {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the redis cluster client; not subscribing");
-            inbox.disconnected(&e);
-            return;
-        }
-    };
-    let mut backoff = MIN_BACKOFF;
-    let mut connection = loop {
-        match within(client.get_async_connection()).await {
-            Ok(connection) => break connection,
-            Err(e) => {
-                tracing::debug!(error = %e, "redis cluster unreachable");
-                inbox.disconnected(&e);
-            }
-        }
-        if refuse_subscriptions(&mut commands, &mut owners, backoff, &shutdown)
-            .await
-            .is_err()
+/// What the subscriber keeps across its loop.
+pub(super) struct Subscriber {
+    /// The document channels wanted, and by which actor.
+    pub(super) owners: Owners,
+    pub(super) inbox: Inbox,
+    pub(super) echoes: SharedEchoes,
+}
+
+impl Subscriber {
+    pub(super) async fn run(
+        self,
+        seeds: Vec<String>,
+        mut commands: mpsc::Receiver<SubCommand>,
+        shutdown: CancellationToken,
+    ) {
+        let Subscriber {
+            mut owners,
+            mut inbox,
+            echoes,
+        } = self;
+        let (deliveries_tx, mut deliveries) = mpsc::channel(DELIVERY_QUEUE);
+        let lost = Arc::new(LostEvents::default());
+        let sink = PushSink {
+            deliveries: deliveries_tx,
+            lost: lost.clone(),
+        };
+        let client = match builder(&seeds)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(sink)
+            .build()
         {
-            return;
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    };
-    tracing::info!("connected to the redis cluster");
-    let mut pending = Resubscriptions::new(&owners, Instant::now());
-    let mut checks = tokio::time::interval(inbox.check_interval());
-    loop {
-        let next_attempt = pending.next_attempt();
-        tokio::select! {
-            command = commands.recv() => match command {
-                Some(command) => {
-                    let unsubscribe = note_subscription(&mut owners, &command);
-                    match command {
-                        SubCommand::Subscribe(channel, _, ack) => {
-                            let subscribed = subscribe_doc(connection.clone(), &channel).await;
-                            if let Err(e) = &subscribed {
-                                tracing::debug!(error = %e, channel, "subscribing failed; retrying");
-                                pending.failed_first(channel);
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the redis cluster client; not subscribing");
+                inbox.disconnected(&e);
+                return;
+            }
+        };
+        let mut backoff = MIN_BACKOFF;
+        let mut connection = loop {
+            match within(client.get_async_connection()).await {
+                Ok(connection) => break connection,
+                Err(e) => {
+                    tracing::debug!(error = %e, "redis cluster unreachable");
+                    inbox.disconnected(&e);
+                }
+            }
+            if refuse_subscriptions(&mut commands, &mut owners, backoff, &shutdown)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        };
+        tracing::info!("connected to the redis cluster");
+        let mut pending = Resubscriptions::new(&owners, Instant::now());
+        let mut checks = tokio::time::interval(inbox.check_interval());
+        loop {
+            let next_attempt = pending.next_attempt();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => {
+                        let unsubscribe = note_subscription(&mut owners, &command);
+                        match command {
+                            SubCommand::Subscribe(channel, _, ack) => {
+                                let subscribed = subscribe_doc(connection.clone(), &channel).await;
+                                if let Err(e) = &subscribed {
+                                    tracing::debug!(error = %e, channel, "subscribing failed; retrying");
+                                    pending.failed_first(channel);
+                                }
+                                let _ = ack.send(subscribed.is_ok());
                             }
-                            let _ = ack.send(subscribed.is_ok());
+                            SubCommand::Unsubscribe(channel, _) if unsubscribe => {
+                                pending.forget(&channel);
+                                let _ = within(connection.sunsubscribe(&channel)).await;
+                            }
+                            SubCommand::Unsubscribe(..) => {}
                         }
-                        SubCommand::Unsubscribe(channel, _) if unsubscribe => {
-                            pending.forget(&channel);
-                            let _ = within(connection.sunsubscribe(&channel)).await;
+                    }
+                    None => return,
+                },
+                delivery = deliveries.recv() => match delivery {
+                    Some((channel, payload)) => {
+                        if inbox.deliver(&channel, &payload).await == Sender::Us {
+                            echoes.heard(&channel);
                         }
-                        SubCommand::Unsubscribe(..) => {}
+                    }
+                    None => return,
+                },
+                _ = lost.notify.notified() => {
+                    let now = Instant::now();
+                    for event in lost.take() {
+                        tracing::info!(lost = ?event, "redis cluster subscription lost; subscribing again");
+                        pending.lost(event, &owners, now);
+                    }
+                    if pending.control_pending() {
+                        inbox.disconnected("control channel subscription lost; subscribing again");
                     }
                 }
-                None => return,
-            },
-            delivery = deliveries.recv() => match delivery {
-                Some((channel, payload)) => inbox.deliver(&channel, &payload).await,
-                None => return,
-            },
-            _ = lost.notify.notified() => {
-                let now = Instant::now();
-                for event in lost.take() {
-                    tracing::info!(lost = ?event, "redis cluster subscription lost; subscribing again");
-                    pending.lost(event, &owners, now);
+                _ = sleep_until(next_attempt) => {
+                    resubscribe(&mut connection, &mut pending, &mut inbox).await;
                 }
-                if pending.control_pending() {
-                    inbox.disconnected("control channel subscription lost; subscribing again");
+                _ = checks.tick() => {
+                    inbox.check();
+                    let now = Instant::now();
+                    for channel in echoes.deaf() {
+                        if owners.contains_key(&channel) || channel == HEARTBEAT_CHANNEL {
+                            tracing::warn!(channel, "our own message never came back; subscribing again");
+                        }
+                        pending.lost(Lost::Deaf(channel), &owners, now);
+                    }
+                    if pending.control_pending() {
+                        inbox.disconnected("control channel deaf; subscribing again");
+                    }
                 }
+                _ = shutdown.cancelled() => return,
             }
-            _ = sleep_until(next_attempt) => {
-                resubscribe(&mut connection, &mut pending, &mut inbox).await;
-            }
-            _ = checks.tick() => inbox.check(),
-            _ = shutdown.cancelled() => return,
         }
     }
 }

@@ -118,7 +118,7 @@ pub(super) async fn subscriber(
                             message = stream.next() => match message {
                                 Some(message) => {
                                     let channel = message.get_channel_name().as_bytes().to_vec();
-                                    inbox.deliver(&channel, message.get_payload_bytes()).await;
+                                    let _ = inbox.deliver(&channel, message.get_payload_bytes()).await;
                                 }
                                 None => break,
                             },

@@ -10,7 +10,16 @@
 //! - `Disconnection` (any node's link): every wanted document channel, and
 //!   the control channels;
 //! - `sunsubscribe` of a wanted document channel: that channel;
-//! - `unsubscribe` of a control channel: the control channels.
+//! - `unsubscribe` of a control channel: the control channels;
+//! - a channel this node published to without hearing its own message back
+//!   within [`ECHO_TIMEOUT`]: that channel. Redis delivers a message to its
+//!   publisher's subscription too, so a missing echo is a subscription lost
+//!   without any push saying so. This catches what the two rules above
+//!   miss, whatever the cause: once in about twenty loaded test runs a node
+//!   stayed deaf to a document's channel after a failover although its
+//!   resubscription had succeeded. Every loaded document publishes at
+//!   least a sync request per `--cluster-resync-secs`, so a deaf
+//!   subscription is found within that plus [`ECHO_TIMEOUT`].
 //!
 //! Each channel is then subscribed again one per call (a multi-channel
 //! `SSUBSCRIBE` must stay within one slot), retried with backoff until Redis
@@ -18,7 +27,7 @@
 
 use super::Owners;
 use redis::{PushInfo, PushKind, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -27,6 +36,8 @@ const MIN_RETRY: Duration = Duration::from_millis(50);
 /// Short: a shard's failover ends when its replica is promoted, and the
 /// first relayed update after that waits for this at most.
 const MAX_RETRY: Duration = Duration::from_millis(500);
+/// How long this node's own message may take to come back to it.
+pub(super) const ECHO_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a push from the cluster connection means to Quire.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,6 +58,8 @@ pub(super) enum Lost {
     Channel(String),
     /// Redis unsubscribed a classic channel.
     Classic(String),
+    /// This node's own message on the channel never came back.
+    Deaf(String),
 }
 
 pub(super) fn classify(push: PushInfo) -> Push {
@@ -74,6 +87,46 @@ pub(super) fn classify(push: PushInfo) -> Push {
     }
 }
 
+fn is_control(channel: &str) -> bool {
+    channel == super::CONTROL_CHANNEL || channel == super::HEARTBEAT_CHANNEL
+}
+
+/// Channels this node published to, waiting for its own message to come
+/// back (the earliest unanswered publish of each).
+#[derive(Debug, Default)]
+pub(super) struct Echoes {
+    awaiting: HashMap<String, Instant>,
+}
+
+impl Echoes {
+    /// Redis took a message of ours for `channel`.
+    pub(super) fn published(&mut self, channel: &str, now: Instant) {
+        if !self.awaiting.contains_key(channel) {
+            self.awaiting.insert(channel.to_owned(), now);
+        }
+    }
+
+    /// A message of ours came back on `channel`: it is heard.
+    pub(super) fn heard(&mut self, channel: &str) {
+        self.awaiting.remove(channel);
+    }
+
+    /// Channels whose message has not come back within [`ECHO_TIMEOUT`],
+    /// forgotten (each is reported once).
+    pub(super) fn deaf(&mut self, now: Instant) -> Vec<String> {
+        let mut deaf = Vec::new();
+        self.awaiting.retain(|channel, since| {
+            let overdue = now.saturating_duration_since(*since) > ECHO_TIMEOUT;
+            if overdue {
+                deaf.push(channel.clone());
+            }
+            !overdue
+        });
+        deaf.sort_unstable();
+        deaf
+    }
+}
+
 /// Why a document channel is being subscribed (the metric's label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reason {
@@ -83,6 +136,8 @@ pub(super) enum Reason {
     Disconnection,
     /// Redis unsubscribed it: its slot moved to another shard.
     SlotMoved,
+    /// Its own messages stopped coming back.
+    NoEcho,
 }
 
 impl Reason {
@@ -91,6 +146,7 @@ impl Reason {
             Reason::Connect => None,
             Reason::Disconnection => Some("disconnection"),
             Reason::SlotMoved => Some("slot_moved"),
+            Reason::NoEcho => Some("no_echo"),
         }
     }
 }
@@ -140,8 +196,17 @@ impl Resubscriptions {
                 }
             }
             Lost::Classic(channel) => {
-                if channel == super::CONTROL_CHANNEL || channel == super::HEARTBEAT_CHANNEL {
+                if is_control(&channel) {
                     self.control = true;
+                } else {
+                    return;
+                }
+            }
+            Lost::Deaf(channel) => {
+                if is_control(&channel) {
+                    self.control = true;
+                } else if owners.contains_key(&channel) {
+                    self.docs.entry(channel).or_insert(Reason::NoEcho);
                 } else {
                     return;
                 }
@@ -306,6 +371,24 @@ mod tests {
                 vec![],
                 false,
             ),
+            (
+                "a wanted channel gone deaf: that one",
+                Lost::Deaf("quire:doc:{b}".into()),
+                vec![("quire:doc:{b}".to_owned(), Reason::NoEcho)],
+                false,
+            ),
+            (
+                "a deaf channel Quire left: nothing",
+                Lost::Deaf("quire:doc:{gone}".into()),
+                vec![],
+                false,
+            ),
+            (
+                "the heartbeat channel gone deaf: control",
+                Lost::Deaf(crate::cluster::HEARTBEAT_CHANNEL.into()),
+                vec![],
+                true,
+            ),
         ];
         let now = Instant::now();
         for (case, lost, docs, control) in cases {
@@ -344,5 +427,23 @@ mod tests {
         resubscriptions.subscribed("quire:doc:{a}");
         resubscriptions.control_subscribed();
         assert_eq!(resubscriptions.next_attempt(), None);
+    }
+
+    #[test]
+    fn a_channel_is_deaf_when_our_own_message_does_not_come_back_in_time() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut echoes = Echoes::default();
+        echoes.published("a", at(0));
+        echoes.published("a", at(2000)); // the earliest unanswered counts
+        echoes.published("b", at(0));
+        echoes.heard("b");
+        echoes.published("c", at(1000));
+        assert!(echoes.deaf(at(3000)).is_empty(), "not overdue yet");
+        assert_eq!(echoes.deaf(at(3001)), ["a"]);
+        assert!(echoes.deaf(at(3001)).is_empty(), "reported once");
+        assert_eq!(echoes.deaf(at(9000)), ["c"]);
+        echoes.heard("never published");
+        assert!(echoes.deaf(at(20000)).is_empty());
     }
 }

@@ -93,7 +93,10 @@ async fn after_the_documents_slot_moves_to_another_shard_the_next_update_is_stil
     );
     for index in [0, 1] {
         let resubscribed = Rest::new(cluster.node(index))
-            .counter("quire_redis_resubscriptions_total")
+            .counter_where(
+                "quire_redis_resubscriptions_total",
+                r#"reason="slot_moved""#,
+            )
             .await?;
         ensure!(
             resubscribed >= 1.0,
@@ -144,16 +147,21 @@ async fn killing_the_primary_of_the_documents_slot_while_two_nodes_type_loses_no
     let fault = async {
         // Both type for a while before the primary dies, through its
         // failover, and for a while after.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        redis.kill(owner).await?;
-        let killed = Instant::now();
-        let promoted = redis.wait_failed_over(slot).await?;
-        let promotion = killed.elapsed();
-        insert_word(&alice, "probe", &mut Rng::new(9));
-        let relayed = wait_word(&bob, "probe").await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let failover = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            redis.kill(owner).await?;
+            let killed = Instant::now();
+            let promoted = redis.wait_failed_over(slot).await?;
+            let promotion = killed.elapsed();
+            insert_word(&alice, "probe", &mut Rng::new(9));
+            let relayed = wait_word(&bob, "probe").await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            anyhow::Ok((promoted, promotion, relayed))
+        };
+        let outcome = failover.await;
+        // Whatever happened, the typists stop.
         stop.send_replace(true);
-        anyhow::Ok((promoted, promotion, relayed))
+        outcome
     };
     let (typed_a, typed_b, fault) = tokio::join!(
         type_until(&alice, "a", 1, stopped.clone()),
@@ -183,7 +191,10 @@ async fn killing_the_primary_of_the_documents_slot_while_two_nodes_type_loses_no
     ensure!(sorted(&expected) == words(&alice.text(ROOT)));
     for index in [0, 1] {
         let resubscribed = Rest::new(cluster.node(index))
-            .counter("quire_redis_resubscriptions_total")
+            .counter_where(
+                "quire_redis_resubscriptions_total",
+                r#"reason="disconnection""#,
+            )
             .await?;
         ensure!(
             resubscribed >= 1.0,

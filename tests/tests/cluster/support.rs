@@ -326,13 +326,19 @@ impl Rest {
 
     /// The value of counter `name` in `/metrics` (summed over labels).
     pub(crate) async fn counter(&self, name: &str) -> Result<f64> {
+        self.counter_where(name, "").await
+    }
+
+    /// The value of counter `name` summed over the series whose labels
+    /// contain `label` (such as `reason="slot_moved"`).
+    pub(crate) async fn counter_where(&self, name: &str, label: &str) -> Result<f64> {
         let body = self.get("/metrics").await?.text().await?;
         let mut total = 0.0;
         for line in body.lines() {
             let Some(rest) = line.strip_prefix(name) else {
                 continue;
             };
-            if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            if !(rest.starts_with(' ') || rest.starts_with('{')) || !rest.contains(label) {
                 continue;
             }
             let value = rest.rsplit(' ').next().unwrap_or_default();
