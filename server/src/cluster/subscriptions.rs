@@ -339,7 +339,8 @@ mod tests {
             ("quire:doc:{b}".to_owned(), Reason::Disconnection),
         ];
         // (case, lost, expected document channels, expected control)
-        let cases: Vec<(&str, Lost, Vec<(String, Reason)>, bool)> = vec![
+        type Case = (&'static str, Lost, Vec<(String, Reason)>, bool);
+        let cases: Vec<Case> = vec![
             ("a link dropped: everything", Lost::Everything, both, true),
             (
                 "a wanted channel's slot moved: that one",
