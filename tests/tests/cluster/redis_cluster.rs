@@ -203,3 +203,23 @@ async fn killing_the_primary_of_the_documents_slot_while_two_nodes_type_loses_no
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn several_seeds_that_are_not_a_redis_cluster_are_refused_and_the_node_is_not_ready(
+) -> Result<()> {
+    let redis = quire_client::testing::RedisServer::start().await?;
+    // Two independent servers would split the nodes into groups that never
+    // hear each other; the same one twice is no cluster either.
+    let seeds = format!("{},{}", redis.url(), redis.url());
+    let node =
+        quire_client::testing::TestServer::start_with(["--redis-url", seeds.as_str()]).await?;
+    let rest = Rest::new(&node);
+    let reason = crate::support::eventually(|| async {
+        let (status, body) = rest.readyz().await?;
+        Ok((status == 503 && body.contains("not a Redis Cluster")).then_some(body))
+    })
+    .await
+    .context("/readyz never said why the seeds are refused")?;
+    ensure!(reason.contains("2 seeds"), "{reason}");
+    Ok(())
+}
