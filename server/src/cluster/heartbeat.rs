@@ -10,8 +10,16 @@
 //! Silence only counts while this node hears the channel: while its own
 //! link is down every peer looks silent, so judging is paused, and on
 //! resuming every known peer starts a fresh silence count.
+//!
+//! Beats go out on a connection of their own, not through the publish
+//! queue: a queue held up by a message for a shard that is failing over
+//! must not make this node look dead (its clients are not).
 
-use super::Cluster;
+use super::seeds::Topology;
+use super::sharded::SharedEchoes;
+use super::{Cluster, HEARTBEAT_CHANNEL};
+use redis::cluster_async::ClusterConnection;
+use redis::RedisResult;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,14 +121,107 @@ impl Liveness {
     }
 }
 
-/// Publishes this node's heartbeat every `interval` until shutdown.
-pub(super) async fn beat(cluster: Cluster, interval: Duration, shutdown: CancellationToken) {
+/// Where beats are published, connected on first use and again after a
+/// failure.
+enum Link {
+    Single {
+        client: redis::Client,
+        connection: Option<redis::aio::MultiplexedConnection>,
+    },
+    Cluster {
+        client: redis::cluster::ClusterClient,
+        connection: Option<ClusterConnection>,
+        /// The subscriber listens for this node's own beats (its control
+        /// subscription is deaf without them).
+        echoes: SharedEchoes,
+    },
+}
+
+impl Link {
+    async fn publish(&mut self, beat: &[u8]) -> RedisResult<()> {
+        let publish = redis::cmd("PUBLISH")
+            .arg(HEARTBEAT_CHANNEL)
+            .arg(beat)
+            .clone();
+        match self {
+            Link::Single { client, connection } => {
+                if connection.is_none() {
+                    *connection = Some(client.get_multiplexed_async_connection().await?);
+                }
+                if let Some(conn) = connection.as_mut() {
+                    let sent: RedisResult<i64> = publish.query_async(conn).await;
+                    if let Err(e) = sent {
+                        *connection = None;
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            }
+            Link::Cluster {
+                client,
+                connection,
+                echoes,
+            } => {
+                if connection.is_none() {
+                    *connection = Some(client.get_async_connection().await?);
+                }
+                if let Some(conn) = connection.as_mut() {
+                    // The connection heals itself: it is kept across failures.
+                    let _: i64 = publish.query_async(conn).await?;
+                    echoes.published(HEARTBEAT_CHANNEL);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Publishes this node's heartbeat every `interval` until shutdown, while
+/// the subscriber is connected (beats that could not be heard back are
+/// pointless, and peers judge nobody while their own link is down).
+pub(super) async fn beat(
+    cluster: Cluster,
+    topology: Topology,
+    echoes: SharedEchoes,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut link = match topology {
+        Topology::Single(client) => Link::Single {
+            client,
+            connection: None,
+        },
+        Topology::Cluster(seeds) => match super::sharded::builder(&seeds).build() {
+            Ok(client) => Link::Cluster {
+                client,
+                connection: None,
+                echoes,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the redis cluster client; no heartbeats");
+                return;
+            }
+        },
+    };
+    let beat = cluster.node_id().as_bytes().to_vec();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => cluster.publish_heartbeat(),
+            _ = ticks.tick() => {}
             _ = shutdown.cancelled() => return,
+        }
+        if !cluster.is_connected() {
+            continue;
+        }
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(interval, link.publish(&beat)) => sent,
+            _ = shutdown.cancelled() => return,
+        };
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat not published"),
+            Err(_) => tracing::debug!("heartbeat not published in time"),
         }
     }
 }

@@ -82,13 +82,13 @@ pub struct ClusterOptions {
     pub heartbeat_interval: Duration,
 }
 
-/// Where a message is published.
+/// Where a message is published (heartbeats have their own connection,
+/// see `heartbeat.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Channel {
     /// A document's channel: sharded pub/sub on a Redis Cluster.
     Doc(String),
     Control,
-    Heartbeat,
 }
 
 impl Channel {
@@ -96,7 +96,6 @@ impl Channel {
         match self {
             Channel::Doc(name) => name,
             Channel::Control => CONTROL_CHANNEL,
-            Channel::Heartbeat => HEARTBEAT_CHANNEL,
         }
     }
 }
@@ -225,17 +224,6 @@ impl Cluster {
         queued
     }
 
-    /// Queues this node's heartbeat (its id is the whole payload). Skipped
-    /// while Redis is unreachable: stale beats must not be sent in a burst
-    /// once it is back, and a full queue means this node relays nothing in
-    /// time anyway.
-    fn publish_heartbeat(&self) {
-        if self.is_connected() {
-            let beat = Bytes::copy_from_slice(self.inner.node_id.as_bytes());
-            let _ = self.inner.publish.try_send((Channel::Heartbeat, beat));
-        }
-    }
-
     /// Subscribes to a document's channel; false if Redis is unreachable
     /// (the subscriber resubscribes every loaded document on reconnect).
     pub async fn subscribe(&self, doc: &DocName, actor_id: u64) -> bool {
@@ -302,8 +290,11 @@ impl Bridge {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         };
+        let echoes = sharded::SharedEchoes::default();
         self.tracker.spawn(heartbeat::beat(
             self.cluster.clone(),
+            topology.clone(),
+            echoes.clone(),
             self.cluster.inner.heartbeat_interval,
             self.shutdown.clone(),
         ));
@@ -326,7 +317,6 @@ impl Bridge {
             }
             Topology::Cluster(seeds) => {
                 tracing::info!(seeds = seeds.len(), "redis is a cluster: sharded pub/sub");
-                let echoes = sharded::SharedEchoes::default();
                 self.tracker.spawn(sharded::publisher(
                     seeds.clone(),
                     publish,

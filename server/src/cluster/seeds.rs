@@ -11,6 +11,7 @@ use std::time::Duration;
 /// How long a seed may take to answer before the next is asked.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[derive(Clone)]
 pub(super) enum Topology {
     Single(redis::Client),
     /// The seeds, for the cluster client (it discovers the other nodes).

@@ -52,7 +52,7 @@ const MAX_PUBLISH_RETRY: Duration = Duration::from_millis(500);
 pub(super) struct SharedEchoes(Arc<Mutex<Echoes>>);
 
 impl SharedEchoes {
-    fn published(&self, channel: &str) {
+    pub(super) fn published(&self, channel: &str) {
         if let Ok(mut echoes) = self.0.lock() {
             echoes.published(channel, Instant::now());
         }
@@ -74,7 +74,7 @@ impl SharedEchoes {
 
 /// The cluster client's own retries are few and short: Quire retries
 /// publishes and subscriptions itself, with its own bounds.
-fn builder(seeds: &[String]) -> ClusterClientBuilder {
+pub(super) fn builder(seeds: &[String]) -> ClusterClientBuilder {
     ClusterClientBuilder::new(seeds.to_vec())
         .retries(4)
         .min_retry_wait(50)
@@ -121,7 +121,7 @@ pub(super) async fn publisher(
         // Document channels are sharded; the others broadcast cluster-wide.
         let command = match channel {
             Channel::Doc(_) => "SPUBLISH",
-            Channel::Control | Channel::Heartbeat => "PUBLISH",
+            Channel::Control => "PUBLISH",
         };
         loop {
             if connection.is_none() {

@@ -201,6 +201,18 @@ async fn killing_the_primary_of_the_documents_slot_while_two_nodes_type_loses_no
             "node {index} never subscribed again after the failover"
         );
     }
+    // Every Quire node lived through the failover: none may have been taken
+    // for dead (its clients' presence would have flickered).
+    for node in &cluster.nodes {
+        let declared = Rest::new(node)
+            .counter("quire_cluster_peers_declared_dead_total")
+            .await?;
+        ensure!(
+            declared == 0.0,
+            "{} declared {declared} live peers dead during the redis failover",
+            node.addr()
+        );
+    }
     Ok(())
 }
 
