@@ -402,4 +402,36 @@ mod tests {
         assert_eq!(doc_name_of_channel(CONTROL_CHANNEL), None);
         assert_eq!(doc_name_of_channel("quire:doc:notes"), None);
     }
+
+    #[test]
+    fn only_the_actor_that_subscribed_last_may_unsubscribe() {
+        let subscribe = |actor| SubCommand::Subscribe("c".into(), actor, oneshot::channel().0);
+        let unsubscribe = |actor| SubCommand::Unsubscribe("c".into(), actor);
+        // (commands in order, whether the last one unsubscribes, owner after)
+        let cases: Vec<(&str, Vec<SubCommand>, bool, Option<u64>)> = vec![
+            ("its own", vec![subscribe(1), unsubscribe(1)], true, None),
+            (
+                "a successor's",
+                vec![subscribe(1), subscribe(2), unsubscribe(1)],
+                false,
+                Some(2),
+            ),
+            ("never subscribed", vec![unsubscribe(1)], false, None),
+            (
+                "subscribing again",
+                vec![subscribe(1), subscribe(1)],
+                false,
+                Some(1),
+            ),
+        ];
+        for (case, commands, expected, owner) in cases {
+            let mut owners = Owners::new();
+            let mut last = false;
+            for command in &commands {
+                last = note_subscription(&mut owners, command);
+            }
+            assert_eq!(last, expected, "{case}");
+            assert_eq!(owners.get("c").copied(), owner, "{case}");
+        }
+    }
 }
