@@ -23,6 +23,7 @@ pub const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
 pub const DEFAULT_DRAIN_GRACE_SECS: u64 = 0;
 pub const DEFAULT_CLUSTER_RESYNC_SECS: u64 = 5;
 pub const DEFAULT_POSTGRES_LAG_SECS: u64 = 10;
+pub const DEFAULT_CLUSTER_HEARTBEAT_MS: u64 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -97,7 +98,9 @@ pub struct Config {
     #[arg(long, env = "QUIRE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
-    /// Cluster mode through this Redis (`redis://host:port`); unset: single node.
+    /// Cluster mode through this Redis (`redis://host:port`), or through a
+    /// Redis Cluster given as a comma-separated list of seed nodes (a
+    /// cluster is detected either way); unset: single node.
     #[arg(long, env = "QUIRE_REDIS_URL")]
     pub redis_url: Option<String>,
 
@@ -122,6 +125,12 @@ pub struct Config {
     /// this often, repairing whatever pub/sub lost.
     #[arg(long, env = "QUIRE_CLUSTER_RESYNC_SECS", default_value_t = DEFAULT_CLUSTER_RESYNC_SECS)]
     pub cluster_resync_secs: u64,
+
+    /// In cluster mode, this node tells its peers it is alive this often;
+    /// a peer silent for three beats is declared dead and the presence it
+    /// relayed is removed.
+    #[arg(long, env = "QUIRE_CLUSTER_HEARTBEAT_MS", default_value_t = DEFAULT_CLUSTER_HEARTBEAT_MS)]
+    pub cluster_heartbeat_ms: u64,
 
     /// Group commit window: applied updates reach disk at most this long after
     /// they were applied; 0 flushes before an update is relayed.
@@ -235,6 +244,10 @@ impl Config {
 
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs.max(1))
+    }
+
+    pub fn cluster_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.cluster_heartbeat_ms.max(10))
     }
 
     pub fn idle_unload(&self) -> Duration {

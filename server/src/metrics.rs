@@ -94,6 +94,18 @@ fn describe() {
         "WebSocket bytes sent"
     );
     describe_counter!("quire_updates_applied_total", "Document updates applied");
+    describe_counter!(
+        "quire_redis_resubscriptions_total",
+        "Document channels subscribed again after Redis lost the subscription, by reason"
+    );
+    describe_counter!(
+        "quire_redis_dropped_total",
+        "Messages from Redis dropped because the subscriber lagged (healed at the next resync)"
+    );
+    describe_counter!(
+        "quire_cluster_peers_declared_dead_total",
+        "Peer nodes declared dead after missing their heartbeats"
+    );
     describe_counter!("quire_frames_rejected_total", "Frames refused, by reason");
     describe_counter!(
         "quire_backups_total",
@@ -189,6 +201,22 @@ pub fn redis_received() {
 
 pub fn redis_resync() {
     handles().redis_resyncs.increment(1);
+}
+
+/// A document channel subscribed again after Redis lost the subscription
+/// (`reason`: `disconnection` or `slot_moved`).
+pub fn redis_resubscribed(reason: &'static str) {
+    metrics::counter!("quire_redis_resubscriptions_total", "reason" => reason).increment(1);
+}
+
+/// A message from Redis dropped because the subscriber lagged.
+pub fn redis_dropped() {
+    metrics::counter!("quire_redis_dropped_total").increment(1);
+}
+
+/// A peer node stopped beating and was declared dead.
+pub fn peer_declared_dead() {
+    metrics::counter!("quire_cluster_peers_declared_dead_total").increment(1);
 }
 
 pub fn storage_healthy(healthy: bool) {

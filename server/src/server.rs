@@ -225,6 +225,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
                     redis_url: url.clone(),
                     node_id: node_id.clone(),
                     resync_interval: Duration::from_secs(config.cluster_resync_secs.max(1)),
+                    heartbeat_interval: config.cluster_heartbeat(),
                 },
                 registry.clone(),
                 &tracker,

@@ -1032,7 +1032,9 @@ impl Worker {
                     Err(StoreError::Sled(sled::Error::Corruption { .. })) => {
                         metrics::counter!("quire_storage_damaged_reads_total").increment(1);
                         tracing::error!(doc = %doc, "a stored record of this document is damaged (checksum mismatch): it is not served; run `quire check --data-dir` and restore it from a backup");
-                        Err(StoreError::Corrupt(format!("document {doc} is damaged in storage")))
+                        Err(StoreError::Corrupt(format!(
+                            "document {doc} is damaged in storage"
+                        )))
                     }
                     other => self.observe_read(other),
                 };

@@ -366,6 +366,7 @@ impl DocActor {
                 self.request_sync(Reach::EveryNode, Presence::Ask);
                 self.publish_local_awareness();
             }
+            DocCommand::PeerGone { node } => self.drop_presence_of(&node),
             DocCommand::Persist { reply } => {
                 let persisted = self.persist().await;
                 if let Err(e) = &persisted {
@@ -750,6 +751,10 @@ impl DocActor {
             Body::Update(update) => self.apply_remote(update).await,
             Body::Awareness(bytes) => match AwarenessUpdate::decode(&bytes) {
                 Ok(update) => {
+                    if let Some(peers) = &mut self.peers {
+                        let entries = update.entries.iter().map(|e| (e.client, e.state.is_some()));
+                        peers.note_presence(&message.origin, entries);
+                    }
                     let change = self.awareness.apply(update);
                     if !change.is_empty() {
                         let frame = encode_awareness(&change.effective.encode());
@@ -817,6 +822,26 @@ impl DocActor {
                 }
             }
         }
+    }
+
+    /// A peer node is dead: the presence it relayed goes, for this node's
+    /// clients only. Peers are not told: each notices the silence itself.
+    fn drop_presence_of(&mut self, node: &str) {
+        let local = self.conns.local_awareness_clients();
+        let Some(peers) = &mut self.peers else {
+            return;
+        };
+        let clients = peers.forget_node(node, &local);
+        let removal = self.awareness.remove(clients);
+        if removal.is_empty() {
+            return;
+        }
+        tracing::info!(
+            node,
+            clients = removal.entries.len(),
+            "dropping the presence a dead node relayed"
+        );
+        self.broadcast(Bytes::from(encode_awareness(&removal.encode())));
     }
 
     /// The peer told us its state in a reply: send what it lacks, once.

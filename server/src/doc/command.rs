@@ -132,8 +132,14 @@ pub enum DocCommand {
     },
     /// A message from another node, through Redis.
     Remote(Box<crdt_core::cluster::ClusterMessage>),
-    /// Redis reconnected: heal by state vector and resend presence.
+    /// Redis reconnected, or this document's channel was subscribed again
+    /// after a lost subscription: heal by state vector and resend presence.
     ClusterResync,
+    /// A peer node stopped beating: the presence it relayed is removed for
+    /// this node's clients (the node cannot send those removals any more).
+    PeerGone {
+        node: std::sync::Arc<str>,
+    },
     /// Resolves true once the document holds anything (peers answered a
     /// freshly loaded empty document), false at the deadline.
     AwaitPeers {

@@ -55,6 +55,7 @@ pub(super) fn need(command: &DocCommand) -> Need {
         | DocCommand::Delete { .. }
         // A cold document's state is its snapshot, as stored.
         | DocCommand::Backup { .. }
+        | DocCommand::PeerGone { .. }
         // A cold document is what storage holds already.
         | DocCommand::Persist { .. } => Need::Nothing,
         // A client with nothing gets the whole state: the snapshot itself.

@@ -3,7 +3,7 @@
 //! Imports between these modules form a tree (leaves first):
 //!
 //! ```text
-//! close, wakeup, heal, log, settings
+//! close, wakeup, heal, log, settings, presence
 //! faults    → close, settings
 //! outbound  → close, wakeup
 //! command   → outbound, close
@@ -13,7 +13,7 @@
 //! conns     → outbound, close, command
 //! content   → command
 //! load      → content, log
-//! peers     → heal
+//! peers     → heal, presence
 //! actor     → all of the above
 //! registry  → actor, directory, handle, load, content, log, mailbox, settings
 //! ```
@@ -32,6 +32,7 @@ mod log;
 mod mailbox;
 mod outbound;
 mod peers;
+mod presence;
 mod registry;
 mod settings;
 #[cfg(test)]

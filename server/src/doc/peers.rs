@@ -5,6 +5,7 @@
 //! part only knows how to say it.
 
 use super::heal;
+use super::presence::RemotePresence;
 use crate::cluster::Cluster;
 use crate::names::DocName;
 use crdt_core::cluster::{Body, PeerState};
@@ -41,6 +42,8 @@ pub(super) struct PeerSync {
     tombstone_ms: Option<i64>,
     /// `AwaitPeers` callers and their deadlines.
     waiters: Vec<(oneshot::Sender<bool>, Instant)>,
+    /// Which peer relayed which awareness client, to drop a dead node's.
+    presence: RemotePresence,
 }
 
 impl PeerSync {
@@ -56,6 +59,7 @@ impl PeerSync {
             actor_id,
             tombstone_ms,
             waiters: Vec::new(),
+            presence: RemotePresence::default(),
         }
     }
 
@@ -134,6 +138,21 @@ impl PeerSync {
     /// Another node deleted the document at `at_ms`, but ours is newer.
     pub(super) fn remember_tombstone(&mut self, at_ms: i64) {
         self.tombstone_ms = self.tombstone_ms.max(Some(at_ms));
+    }
+
+    /// Notes which clients an awareness update relayed by `node` concerns
+    /// (client id, whether it has a state).
+    pub(super) fn note_presence(
+        &mut self,
+        node: &str,
+        entries: impl IntoIterator<Item = (u64, bool)>,
+    ) {
+        self.presence.note(node, entries);
+    }
+
+    /// The awareness clients a dead `node` relayed, but for `local` ones.
+    pub(super) fn forget_node(&mut self, node: &str, local: &[u64]) -> Vec<u64> {
+        self.presence.forget_node(node, local)
     }
 
     /// Answers `reply` once the document holds something, or at the deadline.

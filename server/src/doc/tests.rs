@@ -454,6 +454,7 @@ fn the_modules_of_doc_import_each_other_without_a_cycle() {
         ("mailbox", include_str!("mailbox.rs")),
         ("outbound", include_str!("outbound.rs")),
         ("peers", include_str!("peers.rs")),
+        ("presence", include_str!("presence.rs")),
         ("registry", include_str!("registry.rs")),
         ("settings", include_str!("settings.rs")),
         ("wakeup", include_str!("wakeup.rs")),

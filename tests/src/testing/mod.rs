@@ -14,17 +14,20 @@
 //!
 //! [`RedisServer`] runs a private `redis-server` for the cluster suite, and
 //! [`Postgres`] a private PostgreSQL.
+//! [`RedisCluster`] a private 3-primary, 3-replica Redis Cluster.
 
 pub mod archive;
 mod binary;
 mod log;
 pub mod postgres;
 pub mod redis;
+pub mod redis_cluster;
 pub mod trace;
 
 pub use binary::quire_binary;
 pub use postgres::Postgres;
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
 
 use crate::{Client, ClientConfig, ClientError};
 use log::ServerLog;

@@ -53,6 +53,8 @@ pub enum RedisError {
     StillRunning,
     #[error("sending a signal: {0}")]
     Signal(#[from] nix::errno::Errno),
+    #[error("redis cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running (or stopped, restartable) `redis-server` process.
@@ -78,7 +80,7 @@ impl RedisServer {
         loop {
             attempt += 1;
             let port = free_port()?;
-            match spawn(&binary, dir.path(), port, &log).await {
+            match spawn(&binary, dir.path(), port, &log, &[]).await {
                 Ok(child) => {
                     return Ok(RedisServer {
                         binary,
@@ -148,7 +150,7 @@ impl RedisServer {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match spawn(&self.binary, self.dir.path(), self.port, &self.log).await {
+            match spawn(&self.binary, self.dir.path(), self.port, &self.log, &[]).await {
                 Ok(child) => {
                     self.child = Some(child);
                     return Ok(());
@@ -201,13 +203,20 @@ pub fn redis_binary() -> Result<PathBuf, RedisError> {
 }
 
 /// A port that was free a moment ago (the OS picks it; we release it).
-fn free_port() -> Result<u16, RedisError> {
+pub(super) fn free_port() -> Result<u16, RedisError> {
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     Ok(listener.local_addr()?.port())
 }
 
-/// Spawns `redis-server` and waits until it answers PING.
-async fn spawn(binary: &Path, dir: &Path, port: u16, log: &ServerLog) -> Result<Child, RedisError> {
+/// Spawns `redis-server` (with `extra` arguments) and waits until it
+/// answers PING.
+pub(super) async fn spawn(
+    binary: &Path,
+    dir: &Path,
+    port: u16,
+    log: &ServerLog,
+    extra: &[String],
+) -> Result<Child, RedisError> {
     let mut command = Command::new(binary);
     command
         .arg("--port")
@@ -218,6 +227,7 @@ async fn spawn(binary: &Path, dir: &Path, port: u16, log: &ServerLog) -> Result<
         .args(["--daemonize", "no"])
         .arg("--dir")
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,14 +1,17 @@
 //! Cluster suite: several real `quire` processes, each with its own sled
 //! directory, share one private `redis-server`
-//! ([`RedisServer`](quire_client::testing::RedisServer)) and are driven only
-//! over WebSocket and HTTP, as clients behind a load balancer would.
+//! ([`RedisServer`](quire_client::testing::RedisServer)) or a private Redis
+//! Cluster of 3 primaries and 3 replicas
+//! ([`RedisCluster`](quire_client::testing::RedisCluster)), and are driven
+//! only over WebSocket and HTTP, as clients behind a load balancer would.
 //!
 //! Every node runs with the periodic resync out of reach
 //! ([`support::NO_PERIODIC_RESYNC`]): each test passes only through the
 //! mechanism it names (relay over pub/sub, healing when a document loads,
 //! healing after a Redis reconnect). Timeouts are failure guards, never
 //! speed assertions. `redis-server` must be installed (or named by
-//! `REDIS_SERVER`); without it every test fails and says so.
+//! `REDIS_SERVER`), and `redis-cli` for the Redis Cluster (or `REDIS_CLI`);
+//! without them every test fails and says so.
 //!
 //! | module | what it specifies |
 //! |---|---|
@@ -19,11 +22,15 @@
 //! | [`restart`] | a node restarted on a stale sled copy catches up from its peers |
 //! | [`record`] | PostgreSQL as the shared record: fresh disks, a PostgreSQL crash, a delete against an old spool |
 //! | [`backup`] | with the shared record, one node's backup holds every node's documents |
+//! | [`redis_cluster`] | on a Redis Cluster: sharded relay, a slot migration and a primary's failover without periodic healing |
+//! | [`heartbeat`] | the presence a killed node relayed disappears within seconds (single Redis and Redis Cluster) |
 
 mod backup;
 mod failover;
+mod heartbeat;
 mod outage;
 mod record;
+mod redis_cluster;
 mod relay;
 mod rest;
 mod restart;

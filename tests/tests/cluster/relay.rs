@@ -1,6 +1,8 @@
 //! Edits and presence typed on one node reach clients of every other node.
 
-use crate::support::{client, connect, text_of, type_words, wait_words, Cluster, Rest, ROOT, WAIT};
+use crate::support::{
+    client, connect, text_of, type_words, wait_presence, wait_words, Cluster, Rest, ROOT, WAIT,
+};
 use crate::trace::{load_txns, replay, utf16_doc};
 use anyhow::{ensure, Context, Result};
 use crdt_core::awareness::{AwarenessEntry, AwarenessUpdate};
@@ -84,20 +86,6 @@ async fn the_b4_trace_typed_in_turns_on_two_nodes_ends_identical_everywhere() ->
         .await
         .context("a client of the third node never received the whole trace")?;
     Ok(())
-}
-
-/// Waits until `observer` sees `state` for `subject` (a client elsewhere).
-async fn wait_presence(observer: &Client, subject: u64, state: &serde_json::Value) -> Result<()> {
-    observer
-        .wait_for_awareness(WAIT, |states| states.get(&subject) == Some(state))
-        .await
-        .with_context(|| {
-            format!(
-                "{} never saw client {subject}'s presence {state}; it sees {:?}",
-                observer.url(),
-                observer.peer_states()
-            )
-        })
 }
 
 /// Waits until `observer` no longer sees any presence of `subject`.

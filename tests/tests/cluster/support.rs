@@ -1,7 +1,7 @@
 //! The cluster under test, and helpers shared by the cluster tests.
 
 use anyhow::{bail, ensure, Context, Result};
-use quire_client::testing::{Postgres, RedisServer, TestServer};
+use quire_client::testing::{Postgres, RedisCluster, RedisServer, TestServer};
 use quire_client::{Client, ClientConfig};
 use std::future::Future;
 use std::time::Duration;
@@ -50,31 +50,12 @@ impl Cluster {
         extra: &[&str],
     ) -> Result<Cluster> {
         let redis = RedisServer::start().await?;
-        let mut nodes = Vec::with_capacity(count);
-        for index in 0..count {
-            let mut args = vec![
-                "--redis-url".to_owned(),
-                redis.url(),
-                "--node-id".to_owned(),
-                node_id(index),
-                "--cluster-resync-secs".to_owned(),
-                NO_PERIODIC_RESYNC.to_owned(),
-            ];
-            if let Some(postgres) = &postgres {
-                args.extend(["--postgres-url".to_owned(), postgres.url()]);
-            }
-            args.extend(extra.iter().map(|s| (*s).to_owned()));
-            nodes.push(TestServer::start_with(args).await?);
-        }
-        let cluster = Cluster {
+        let nodes = start_nodes(&redis.url(), count, postgres.as_ref(), extra).await?;
+        Ok(Cluster {
             redis,
             nodes,
             postgres,
-        };
-        for node in &cluster.nodes {
-            wait_ready(node).await?;
-        }
-        Ok(cluster)
+        })
     }
 
     pub(crate) fn node(&self, index: usize) -> &TestServer {
@@ -89,6 +70,59 @@ pub(crate) fn wipe_data_dir(node: &TestServer) -> Result<()> {
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     std::fs::create_dir(dir)?;
     Ok(())
+}
+
+/// A private Redis Cluster (3 primaries, 3 replicas) and `quire` nodes
+/// given all six as `--redis-url` seeds.
+pub(crate) struct ShardedCluster {
+    pub redis: RedisCluster,
+    pub nodes: Vec<TestServer>,
+}
+
+impl ShardedCluster {
+    /// Starts the Redis Cluster, then `count` nodes, and waits until every
+    /// node reports ready.
+    pub(crate) async fn start(count: usize) -> Result<ShardedCluster> {
+        let redis = RedisCluster::start().await?;
+        let nodes = start_nodes(&redis.seeds(), count, None, &[]).await?;
+        Ok(ShardedCluster { redis, nodes })
+    }
+
+    pub(crate) fn node(&self, index: usize) -> &TestServer {
+        &self.nodes[index]
+    }
+}
+
+/// Starts `count` nodes on `redis_url` (one URL or a list of seeds) with
+/// node ids `node-a`, `node-b`, … and the periodic resync out of reach,
+/// recording in `postgres` if given, with `extra` flags, and waits until
+/// each is ready.
+async fn start_nodes(
+    redis_url: &str,
+    count: usize,
+    postgres: Option<&Postgres>,
+    extra: &[&str],
+) -> Result<Vec<TestServer>> {
+    let mut nodes = Vec::with_capacity(count);
+    for index in 0..count {
+        let mut args = vec![
+            "--redis-url".to_owned(),
+            redis_url.to_owned(),
+            "--node-id".to_owned(),
+            node_id(index),
+            "--cluster-resync-secs".to_owned(),
+            NO_PERIODIC_RESYNC.to_owned(),
+        ];
+        if let Some(postgres) = postgres {
+            args.extend(["--postgres-url".to_owned(), postgres.url()]);
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        nodes.push(TestServer::start_with(args).await?);
+    }
+    for node in &nodes {
+        wait_ready(node).await?;
+    }
+    Ok(nodes)
 }
 
 /// `node-a`, `node-b`, …
@@ -343,13 +377,19 @@ impl Rest {
 
     /// The value of counter `name` in `/metrics` (summed over labels).
     pub(crate) async fn counter(&self, name: &str) -> Result<f64> {
+        self.counter_where(name, "").await
+    }
+
+    /// The value of counter `name` summed over the series whose labels
+    /// contain `label` (such as `reason="slot_moved"`).
+    pub(crate) async fn counter_where(&self, name: &str, label: &str) -> Result<f64> {
         let body = self.get("/metrics").await?.text().await?;
         let mut total = 0.0;
         for line in body.lines() {
             let Some(rest) = line.strip_prefix(name) else {
                 continue;
             };
-            if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            if !(rest.starts_with(' ') || rest.starts_with('{')) || !rest.contains(label) {
                 continue;
             }
             let value = rest.rsplit(' ').next().unwrap_or_default();
@@ -391,4 +431,22 @@ where
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Waits until `observer` sees `state` for `subject` (a client elsewhere).
+pub(crate) async fn wait_presence(
+    observer: &Client,
+    subject: u64,
+    state: &serde_json::Value,
+) -> Result<()> {
+    observer
+        .wait_for_awareness(WAIT, |states| states.get(&subject) == Some(state))
+        .await
+        .with_context(|| {
+            format!(
+                "{} never saw client {subject}'s presence {state}; it sees {:?}",
+                observer.url(),
+                observer.peer_states()
+            )
+        })
 }
