@@ -454,7 +454,6 @@ pub struct StatelessRequest {
         (status = 403, description = "Token is read-only or does not cover the document", body = ErrorBody),
         (status = 413, description = "Body over --max-message-bytes", body = ErrorBody),
         (status = 415, description = "Body not declared as JSON (content-type)", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
     ))]
 /// `POST /api/docs/{doc}/stateless`: a server-side push to the document's
 /// Hocuspocus sessions (their providers' `onStateless`).
