@@ -110,6 +110,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rest::snapshot))
         .routes(routes!(crate::sse::events))
         .routes(routes!(rest::post_update))
+        .routes(routes!(rest::post_stateless))
         .routes(routes!(rest::mint_token))
         .routes(routes!(crate::backup::http::backup))
         .routes(routes!(rest::healthz))
@@ -144,8 +145,9 @@ pub fn router(state: AppState) -> Router {
     // The WebSocket routes are merged after the request layers, which so
     // stay off them (see `request`).
     Router::new()
-        .route("/ws", get(ws::empty_name))
-        .route("/ws/", get(ws::empty_name))
+        .route("/hocuspocus", get(ws::hocuspocus::upgrade))
+        .route("/ws", get(ws::hocuspocus::upgrade))
+        .route("/ws/", get(ws::hocuspocus::upgrade))
         .route("/ws/{*doc}", get(ws::upgrade))
         .merge(request::layer(http))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -251,7 +253,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     let state = AppState {
         cluster,
         draining: drain.clone(),
-        auth,
+        auth: Arc::new(auth),
         connections: Arc::new(Semaphore::new(config.max_connections)),
         config: Arc::new(config),
         registry,
