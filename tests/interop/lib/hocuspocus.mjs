@@ -3,10 +3,12 @@
 //
 // The server is the real quire binary (its `/hocuspocus` endpoint). With
 // QUIRE_HOCUSPOCUS_TARGET=hocuspocus the same cases run against the real
-// `@hocuspocus/server` 4.7.0 of tests/bench-peers instead, to check that a
-// test expects what Hocuspocus itself does; cases or assertions about
-// Quire-only features (REST, JWTs, y-websocket, metrics, server pings, the
-// relay of stateless messages) then say so and are left out.
+// `@hocuspocus/server` 4.7.0 instead (tests/bench-peers/
+// hocuspocus-reference-server.mjs: hooks for Quire's JWTs and its relay of
+// stateless messages), to check that a test expects what Hocuspocus itself
+// does; cases or assertions about Quire-only features (REST, y-websocket,
+// metrics, server pings) and the rules where Quire deliberately differs then
+// say so and are left out.
 
 import { spawn } from 'node:child_process'
 import * as crypto from 'node:crypto'
@@ -83,9 +85,12 @@ const freePort = () => new Promise((resolve, reject) => {
   s.on('error', reject)
 })
 
-/** tests/bench-peers/hocuspocus-server.mjs (npm ci there first), on a fresh port and dir. */
+/** tests/bench-peers/hocuspocus-reference-server.mjs (npm ci there first), on a fresh port. */
 class RealHocuspocus {
-  constructor () {
+  constructor ({ extraArgs }) {
+    // the only quire flag with a counterpart there
+    const i = extraArgs.indexOf('--auth-secret')
+    this.secret = i >= 0 ? extraArgs[i + 1] : null
     this.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'quire-hp-ref-'))
     this.log = ''
     this.child = null
@@ -95,12 +100,12 @@ class RealHocuspocus {
   get url () { return `ws://127.0.0.1:${this.port}` }
 
   async start () {
-    const script = path.resolve(interopDir, '../bench-peers/hocuspocus-server.mjs')
+    const script = path.resolve(interopDir, '../bench-peers/hocuspocus-reference-server.mjs')
     if (!fs.existsSync(path.resolve(interopDir, '../bench-peers/node_modules/@hocuspocus/server'))) {
       throw new Error('run `npm ci` in tests/bench-peers first (QUIRE_HOCUSPOCUS_TARGET=hocuspocus)')
     }
     this.port ??= await freePort()
-    const child = spawn(process.execPath, [script, String(this.port), this.dataDir], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [script, String(this.port), ...(this.secret ? [this.secret] : [])], { stdio: ['ignore', 'pipe', 'pipe'] })
     this.child = child
     child.exited = new Promise((resolve) => child.on('exit', (code, signal) => { if (this.child === child) this.child = null; resolve({ code, signal }) }))
     child.stdout.setEncoding('utf8')
@@ -133,10 +138,7 @@ const liveRefs = new Set()
 
 // ---- providers -------------------------------------------------------------
 
-/**
- * Everything a provider reported, for assertions and failure messages.
- * @typedef {object} Seen
- */
+/** Keeps everything a provider reports in `p.seen`, for assertions and failure messages. */
 function record (p, label) {
   p.label = label
   p.seen = { authenticated: [], authFailed: [], closes: [], disconnects: [], stateless: [], unsynced: [p.unsyncedChanges], synced: [] }
@@ -165,7 +167,7 @@ export const describeProvider = (p) =>
  */
 export class HpCtx {
   constructor ({ extraArgs = [], flushIntervalMs = 10, env = {} } = {}) {
-    this.server = ON_QUIRE ? new QuireServer({ extraArgs, flushIntervalMs, env }) : new RealHocuspocus()
+    this.server = ON_QUIRE ? new QuireServer({ extraArgs, flushIntervalMs, env }) : new RealHocuspocus({ extraArgs })
     /** y-websocket providers (Quire only) come from the existing harness. */
     this.yws = ON_QUIRE ? new Ctx(this.server) : null
     this.providers = []
@@ -245,20 +247,10 @@ export async function withServer (opts, body) {
 
 // ---- waits -----------------------------------------------------------------
 
-export async function waitHpSynced (p, what) {
-  return waitFor(() => p.isSynced, { what: what ?? `${p.label} synced`, detail: () => describeProvider(p) })
-}
-
 /** Synced and every change acknowledged (`unsyncedChanges` back at 0). */
 export async function waitSaved (p, what) {
   return waitFor(() => p.isSynced && p.unsyncedChanges === 0 && !p.hasUnsyncedChanges, {
     what: what ?? `${p.label} synced with no unacknowledged changes`, detail: () => describeProvider(p)
-  })
-}
-
-export async function waitAuthenticated (p, scope) {
-  return waitFor(() => p.seen.authenticated.length > 0 || p.seen.authFailed.length > 0, {
-    what: `${p.label} authenticated (or denied)`, detail: () => describeProvider(p)
   })
 }
 

@@ -23,7 +23,7 @@ async function clientsOf (server, doc) {
 }
 
 for (const v of VERSIONS) {
-  test(`H3 [provider ${v}] JWTs are checked per document: write is read-write, read is readonly, anything else is denied with a reason without touching the socket's other documents, and a good token after a denial works`, quireOnly('JWTs (--auth-secret)'), async () => {
+  test(`H3 [provider ${v}] JWTs are checked per document: write is read-write, read is readonly, anything else is denied with a reason without touching the socket's other documents, and a good token after a denial works`, async () => {
     await withServer({ extraArgs: AUTH }, async (ctx) => {
       const writer = ctx.provider(v, 'h3/doc', { label: 'writer', token: jwt(SECRET, { docs: ['h3/*'], scope: 'write' }) })
       const reader = ctx.provider(v, 'h3/doc', { label: 'reader', token: jwt(SECRET, { docs: ['h3/doc'], scope: 'read' }) })
@@ -147,16 +147,16 @@ for (const v of VERSIONS) {
       await waitSaved(other)
       await waitSaved(b)
 
-      if (ON_QUIRE) {
-        a.sendStateless('{"x":1}')
-        await waitFor(() => b.seen.stateless.length === 1, { what: 'B to receive A\'s stateless message', detail: () => describeProvider(b) })
-        assert.deepEqual(b.seen.stateless, ['{"x":1}'])
-        // a round trip of A's after the stateless message: an echo would have come first
-        appendParagraph(a.document, 'after stateless')
-        await waitSaved(a)
-        assert.deepEqual(a.seen.stateless, [], 'the sender does not get its own message back')
-        assert.deepEqual(other.seen.stateless, [], 'another document on the sender\'s socket gets nothing')
+      a.sendStateless('{"x":1}')
+      await waitFor(() => b.seen.stateless.length === 1, { what: 'B to receive A\'s stateless message', detail: () => describeProvider(b) })
+      assert.deepEqual(b.seen.stateless, ['{"x":1}'])
+      // a round trip of A's after the stateless message: an echo would have come first
+      appendParagraph(a.document, 'after stateless')
+      await waitSaved(a)
+      assert.deepEqual(a.seen.stateless, [], 'the sender does not get its own message back')
+      assert.deepEqual(other.seen.stateless, [], 'another document on the sender\'s socket gets nothing')
 
+      if (ON_QUIRE) {
         const res = await ctx.server.fetch('/api/docs/s%2F1/stateless', {
           method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ payload: 'from the server ✓' })
         })
@@ -166,7 +166,7 @@ for (const v of VERSIONS) {
         assert.deepEqual(b.seen.stateless, ['{"x":1}', 'from the server ✓'])
         assert.deepEqual(other.seen.stateless, [])
       } else {
-        t.diagnostic('@hocuspocus/server relays stateless messages only through hooks: relay and REST push left out')
+        t.diagnostic('Quire-only: POST /api/docs/{doc}/stateless left out')
       }
 
       // BroadcastStateless is server-internal; a client sending it loses that document.
