@@ -8,6 +8,7 @@
 //! kind 3 sync reply   body = varString target node | varUint8Array(v1 update)
 //!                            | varUint has state | [state]
 //! kind 4 deleted      body = varUint(deleted at, Unix millis)
+//! kind 5 stateless    body = varString(payload of a Hocuspocus stateless message)
 //! state               = varUint8Array(state vector) | varUint(delete-set digest)
 //!                       | varUint(last change of this copy, Unix millis)
 //! ```
@@ -41,6 +42,8 @@ pub const KIND_SYNC_REQUEST: u8 = 2;
 pub const KIND_SYNC_REPLY: u8 = 3;
 /// Kind byte of [`Body::Deleted`].
 pub const KIND_DELETED: u8 = 4;
+/// Kind byte of [`Body::Stateless`].
+pub const KIND_STATELESS: u8 = 5;
 
 /// Why bytes from pub/sub are not a cluster message.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -104,6 +107,10 @@ pub enum Body {
         /// When it was deleted, Unix millis.
         at_ms: u64,
     },
+    /// A Hocuspocus stateless payload, for peers' Hocuspocus sessions of
+    /// the document. A node of an older version refuses the kind (logged,
+    /// dropped); nothing else depends on it.
+    Stateless(String),
 }
 
 /// One message on pub/sub.
@@ -146,6 +153,7 @@ impl ClusterMessage {
             Body::SyncRequest { .. } => KIND_SYNC_REQUEST,
             Body::SyncReply { .. } => KIND_SYNC_REPLY,
             Body::Deleted { .. } => KIND_DELETED,
+            Body::Stateless(_) => KIND_STATELESS,
         };
         let mut out = vec![VERSION, kind];
         w.write_var_string(&self.origin);
@@ -175,6 +183,7 @@ impl ClusterMessage {
                 }
             }
             Body::Deleted { at_ms } => w.write_var_u64(*at_ms),
+            Body::Stateless(payload) => w.write_var_string(payload),
         }
         out.extend_from_slice(&w.into_inner());
         out
@@ -208,6 +217,7 @@ impl ClusterMessage {
             KIND_DELETED => Body::Deleted {
                 at_ms: r.read_var_u64("deleted at")?,
             },
+            KIND_STATELESS => Body::Stateless(r.read_var_string("stateless payload")?.to_owned()),
             other => return Err(ClusterError::Kind(other)),
         };
         r.finish()?;
@@ -289,6 +299,7 @@ mod tests {
                 state: None,
             },
             Body::Deleted { at_ms: 42 },
+            Body::Stateless("{\"x\":1}".to_owned()),
         ];
         for body in bodies {
             let message = ClusterMessage {

@@ -22,6 +22,9 @@ pub const DEFAULT_RATE_BURST_SECS: u64 = 10;
 pub const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
 pub const DEFAULT_DRAIN_GRACE_SECS: u64 = 0;
 pub const DEFAULT_CLUSTER_RESYNC_SECS: u64 = 5;
+pub const DEFAULT_HOCUSPOCUS_MAX_SESSIONS: usize = 100;
+pub const DEFAULT_HOCUSPOCUS_PING_SECS: u64 = 15;
+pub const DEFAULT_HOCUSPOCUS_AUTH_TIMEOUT_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -163,6 +166,22 @@ pub struct Config {
     #[arg(long, env = "QUIRE_PING_INTERVAL_SECS", default_value_t = DEFAULT_PING_INTERVAL_SECS)]
     pub ping_interval_secs: u64,
 
+    /// Documents one Hocuspocus socket (`/hocuspocus`, `/ws`) may have open
+    /// at once; an Auth for one more is answered PermissionDenied.
+    #[arg(long, env = "QUIRE_HOCUSPOCUS_MAX_SESSIONS", default_value_t = DEFAULT_HOCUSPOCUS_MAX_SESSIONS)]
+    pub hocuspocus_max_sessions: usize,
+
+    /// Hocuspocus sockets of v4 providers (their Auth carried a version) get
+    /// the application-level Ping frame this often; 0 sends none. v3
+    /// providers never get it (they throw on it).
+    #[arg(long, env = "QUIRE_HOCUSPOCUS_PING_SECS", default_value_t = DEFAULT_HOCUSPOCUS_PING_SECS)]
+    pub hocuspocus_ping_secs: u64,
+
+    /// A Hocuspocus socket on which no document authenticated within this
+    /// many seconds of opening is closed with 4408.
+    #[arg(long, env = "QUIRE_HOCUSPOCUS_AUTH_TIMEOUT_SECS", default_value_t = DEFAULT_HOCUSPOCUS_AUTH_TIMEOUT_SECS)]
+    pub hocuspocus_auth_timeout_secs: u64,
+
     /// On SIGTERM, `/readyz` turns 503 and upgrades are refused at once;
     /// open sockets are closed with 1001 this many seconds later, so load
     /// balancers move clients elsewhere first.
@@ -192,6 +211,15 @@ impl Config {
 
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs.max(1))
+    }
+
+    /// None: no Hocuspocus Ping.
+    pub fn hocuspocus_ping(&self) -> Option<Duration> {
+        (self.hocuspocus_ping_secs > 0).then(|| Duration::from_secs(self.hocuspocus_ping_secs))
+    }
+
+    pub fn hocuspocus_auth_timeout(&self) -> Duration {
+        Duration::from_secs(self.hocuspocus_auth_timeout_secs.max(1))
     }
 
     pub fn idle_unload(&self) -> Duration {

@@ -20,6 +20,9 @@ struct Handles {
     flush_seconds: Histogram,
     apply_seconds: Histogram,
     connections: Gauge,
+    hocuspocus_sockets: Gauge,
+    y_websocket_sessions: Gauge,
+    hocuspocus_sessions: Gauge,
     documents_loaded: Gauge,
     outbound_queued: Gauge,
     redis_published: Counter,
@@ -54,6 +57,9 @@ fn handles() -> &'static Handles {
             flush_seconds: metrics::histogram!("quire_flush_seconds"),
             apply_seconds: metrics::histogram!("quire_update_apply_seconds"),
             connections: metrics::gauge!("quire_connections", "protocol" => "y-websocket"),
+            hocuspocus_sockets: metrics::gauge!("quire_connections", "protocol" => "hocuspocus"),
+            y_websocket_sessions: metrics::gauge!("quire_sessions", "protocol" => "y-websocket"),
+            hocuspocus_sessions: metrics::gauge!("quire_sessions", "protocol" => "hocuspocus"),
             documents_loaded: metrics::gauge!("quire_documents_loaded"),
             outbound_queued: metrics::gauge!("quire_broadcast_queue_depth"),
             redis_published: metrics::counter!("quire_redis_published_total"),
@@ -67,7 +73,14 @@ fn handles() -> &'static Handles {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!("quire_connections", "Open WebSocket connections");
+    describe_gauge!(
+        "quire_connections",
+        "Open WebSockets, by protocol (what --max-connections counts)"
+    );
+    describe_gauge!(
+        "quire_sessions",
+        "Open document sessions, by protocol: one per y-websocket connection, one per authenticated document of a Hocuspocus socket"
+    );
     describe_gauge!("quire_documents_loaded", "Documents loaded in memory");
     describe_gauge!(
         "quire_broadcast_queue_depth",
@@ -112,6 +125,9 @@ pub fn init() {
     let h = handles();
     // Touch the labelled counters so they show up at zero.
     h.connections.increment(0.0);
+    h.hocuspocus_sockets.increment(0.0);
+    h.y_websocket_sessions.increment(0.0);
+    h.hocuspocus_sessions.increment(0.0);
     h.storage_failures.increment(0);
 }
 
@@ -152,12 +168,30 @@ pub fn flushed(elapsed: Duration) {
     handles().flush_seconds.record(elapsed.as_secs_f64());
 }
 
+/// A y-websocket connection: one socket, one document session.
 pub fn connection_opened() {
-    handles().connections.increment(1.0);
+    let h = handles();
+    h.connections.increment(1.0);
+    h.y_websocket_sessions.increment(1.0);
 }
 
 pub fn connection_closed() {
-    handles().connections.decrement(1.0);
+    let h = handles();
+    h.connections.decrement(1.0);
+    h.y_websocket_sessions.decrement(1.0);
+}
+
+pub fn hocuspocus_socket_opened() {
+    handles().hocuspocus_sockets.increment(1.0);
+}
+
+pub fn hocuspocus_socket_closed() {
+    handles().hocuspocus_sockets.decrement(1.0);
+}
+
+/// A document of a Hocuspocus socket joined (+1) or left (-1).
+pub fn hocuspocus_sessions(delta: f64) {
+    handles().hocuspocus_sessions.increment(delta);
 }
 
 pub fn document_loaded() {

@@ -430,6 +430,70 @@ pub async fn post_update(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The longest stateless payload, in characters (at most 64 KiB of UTF-8:
+/// what Quire accepts from a provider too).
+pub const MAX_STATELESS_CHARS: usize = crdt_core::hocuspocus::MAX_STATELESS_BYTES / 4;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StatelessRequest {
+    /// What every Hocuspocus session of the document receives as a
+    /// stateless message (the provider's `onStateless` `payload`); any
+    /// string, often JSON.
+    #[schema(max_length = 16384)]
+    payload: String,
+}
+
+#[utoipa::path(post, path = "/api/docs/{doc}/stateless", tag = "documents",
+    params(DocPath),
+    security(("bearer" = []), ("token" = [])),
+    request_body = StatelessRequest,
+    responses(
+        (status = 204, description = "Sent to every Hocuspocus session of the document, on every node; nothing is stored, and a document nobody has open reaches nobody"),
+        (status = 400, description = "Invalid name, or not a stateless request (syntax, fields, payload too long)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Token is read-only or does not cover the document", body = ErrorBody),
+        (status = 413, description = "Body over --max-message-bytes", body = ErrorBody),
+        (status = 415, description = "Body not declared as JSON (content-type)", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    ))]
+/// `POST /api/docs/{doc}/stateless`: a server-side push to the document's
+/// Hocuspocus sessions (their providers' `onStateless`).
+pub async fn post_stateless(
+    State(app): State<AppState>,
+    Auth(access): Auth,
+    DocPath(name): DocPath,
+    request: Result<Json<StatelessRequest>, AppError>,
+) -> Result<StatusCode, AppError> {
+    access.require_write(&name)?;
+    let Json(request) = request?;
+    if request.payload.chars().count() > MAX_STATELESS_CHARS {
+        return Err(AppError::BadRequest(format!(
+            "payload must be at most {MAX_STATELESS_CHARS} characters"
+        )));
+    }
+    let payload = request.payload.into_boxed_str();
+    match app.registry.loaded(&name) {
+        // The actor relays it here and publishes it to the other nodes.
+        Some(handle) => {
+            let _ = handle
+                .send(DocCommand::Stateless {
+                    from: None,
+                    payload,
+                })
+                .await;
+        }
+        None => {
+            if let Some(cluster) = app.registry.cluster() {
+                cluster.publish(
+                    &name,
+                    crdt_core::cluster::Body::Stateless(payload.into_string()),
+                );
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(delete, path = "/api/docs/{doc}", tag = "documents",
     params(DocPath),
     security(("bearer" = []), ("token" = [])),

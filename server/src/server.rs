@@ -107,6 +107,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rest::snapshot))
         .routes(routes!(crate::sse::events))
         .routes(routes!(rest::post_update))
+        .routes(routes!(rest::post_stateless))
         .routes(routes!(rest::mint_token))
         .routes(routes!(rest::healthz))
         .routes(routes!(rest::readyz))
@@ -140,8 +141,9 @@ pub fn router(state: AppState) -> Router {
     // The WebSocket routes are merged after the request layers, which so
     // stay off them (see `request`).
     Router::new()
-        .route("/ws", get(ws::empty_name))
-        .route("/ws/", get(ws::empty_name))
+        .route("/hocuspocus", get(ws::hocuspocus::upgrade))
+        .route("/ws", get(ws::hocuspocus::upgrade))
+        .route("/ws/", get(ws::hocuspocus::upgrade))
         .route("/ws/{*doc}", get(ws::upgrade))
         .merge(request::layer(http))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -9,6 +9,7 @@
 //! | [`awareness`] | the y-protocols awareness rules as seen from one client |
 //! | [`endpoint`] | building `ws://HOST:PORT/ws/{doc}?token=…` URLs |
 //! | [`raw`] | [`RawSocket`]: arbitrary frames in, close frames out, for malformed-input tests |
+//! | [`hocuspocus`] | [`HocuspocusSocket`](hocuspocus::HocuspocusSocket): raw frames of the Hocuspocus dialect, decoded server frames |
 //! | [`testing`] | [`TestServer`](testing::TestServer): starts, signals and restarts the `quire` binary |
 //! | [`error`] | [`ClientError`] |
 //!
@@ -39,6 +40,7 @@ pub mod awareness;
 pub mod client;
 pub mod endpoint;
 pub mod error;
+pub mod hocuspocus;
 pub mod raw;
 pub mod testing;
 

@@ -416,10 +416,24 @@ impl ServerMessage<'_> {
     pub fn encode(&self, address: &Address<'_>) -> Vec<u8> {
         let mut w = Writer::with_capacity(address.raw().len() + 16 + self.payload_len());
         w.write_var_string(address.raw());
+        self.write_body(&mut w);
+        w.into_inner()
+    }
+
+    /// The frame without its address: `varUint(type) payload`. A server
+    /// that queues frames per session puts the address in front when it
+    /// writes them ([`prefix_body`]).
+    pub fn encode_body(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(16 + self.payload_len());
+        self.write_body(&mut w);
+        w.into_inner()
+    }
+
+    fn write_body(&self, w: &mut Writer) {
         match self {
-            ServerMessage::SyncStep1(sv) => write_sync(&mut w, protocol::SYNC_STEP_1, sv),
-            ServerMessage::SyncStep2(update) => write_sync(&mut w, protocol::SYNC_STEP_2, update),
-            ServerMessage::Update(update) => write_sync(&mut w, protocol::SYNC_UPDATE, update),
+            ServerMessage::SyncStep1(sv) => write_sync(w, protocol::SYNC_STEP_1, sv),
+            ServerMessage::SyncStep2(update) => write_sync(w, protocol::SYNC_STEP_2, update),
+            ServerMessage::Update(update) => write_sync(w, protocol::SYNC_UPDATE, update),
             ServerMessage::Awareness(update) => {
                 w.write_var_u64(MSG_AWARENESS);
                 w.write_var_bytes(update);
@@ -451,7 +465,6 @@ impl ServerMessage<'_> {
                 w.write_var_string(reason);
             }
         }
-        w.into_inner()
     }
 
     fn payload_len(&self) -> usize {
@@ -477,6 +490,17 @@ fn write_sync(w: &mut Writer, sub_type: u64, payload: &[u8]) {
 /// The server's SyncStep1 for `address`, from a decoded state vector.
 pub fn encode_sync_step1(address: &Address<'_>, state_vector: &StateVector) -> Vec<u8> {
     ServerMessage::SyncStep1(&encode_state_vector(state_vector)).encode(address)
+}
+
+/// A server frame body ([`ServerMessage::encode_body`], or a y-websocket
+/// Sync or Awareness frame, which is the same body) prefixed with one
+/// session's address.
+pub fn prefix_body(address: &Address<'_>, body: &[u8]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(address.raw().len() + 4 + body.len());
+    w.write_var_string(address.raw());
+    let mut frame = w.into_inner();
+    frame.extend_from_slice(body);
+    frame
 }
 
 /// A y-websocket frame from [`crate::protocol`] (Sync or Awareness), already

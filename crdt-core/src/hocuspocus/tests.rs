@@ -483,6 +483,7 @@ proptest! {
             _ => ServerMessage::Close(&text),
         };
         let encoded = message.encode(&address);
+        prop_assert_eq!(&prefix_body(&address, &message.encode_body()), &encoded);
         prop_assert_eq!(decode_server(&encoded), Ok((address, message)));
     }
 

@@ -12,8 +12,8 @@
 
 use super::close::CloseReason;
 use super::command::{
-    ApplyError, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, SnapshotBody, SnapshotFormat,
-    SnapshotRequest, Subscription,
+    ApplyError, ConnId, DeleteOrigin, Dialect, DocCommand, DocEvent, DocInfo, SnapshotBody,
+    SnapshotFormat, SnapshotRequest, Subscription,
 };
 use super::conns::{Connections, Departures};
 use super::content::{need, Content, Need, Warm};
@@ -31,6 +31,7 @@ use crate::names::DocName;
 use crate::store::{Snapshot, Store, StoreError};
 use bytes::Bytes;
 use crdt_core::cluster::{Body, ClusterMessage, PeerState};
+use crdt_core::hocuspocus::ServerMessage;
 use crdt_core::protocol::{encode_awareness, encode_sync_step1, encode_sync_step2, encode_update};
 use crdt_core::{AwarenessTable, AwarenessUpdate, Document, DocumentError};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -272,16 +273,23 @@ impl DocActor {
             DocCommand::Connect {
                 id,
                 outbound,
+                dialect,
                 reply,
             } => {
-                let mut first = vec![Bytes::from(encode_sync_step1(
-                    &self.content.state_vector_v1(),
-                ))];
+                let mut first = Vec::with_capacity(2);
+                // A Hocuspocus provider answers every SyncStep1 with a
+                // SyncStep2, whose ack would zero its unsynced count early:
+                // it gets one only in answer to its own SyncStep1.
+                if dialect == Dialect::YWebsocket {
+                    first.push(Bytes::from(encode_sync_step1(
+                        &self.content.state_vector_v1(),
+                    )));
+                }
                 let present = self.awareness.snapshot();
                 if !present.is_empty() {
                     first.push(Bytes::from(encode_awareness(&present.encode())));
                 }
-                let departed = self.conns.join(id, outbound, first);
+                let departed = self.conns.join(id, outbound, dialect, first);
                 self.settle(departed);
                 self.publish_clients();
                 let _ = reply.send(());
@@ -291,6 +299,11 @@ impl DocActor {
                 self.settle(departed);
             }
             DocCommand::SyncStep1 { id, state_vector } => {
+                if self.conns.dialect(id) == Some(Dialect::Hocuspocus) {
+                    // Hocuspocus answers with its own SyncStep1 first.
+                    let step1 = encode_sync_step1(&self.content.state_vector_v1());
+                    self.send_to(id, Bytes::from(step1));
+                }
                 let frame = if state_vector.is_empty() {
                     self.content.full_sync_frame()
                 } else {
@@ -300,7 +313,13 @@ impl DocActor {
                 self.send_to(id, frame);
             }
             DocCommand::Update { id, update } => {
-                if let Err(e) = self.apply(update, Source::Conn(id)).await {
+                let applied = self.apply(update, Source::Conn(id)).await;
+                if applied.is_ok() && self.conns.dialect(id) == Some(Dialect::Hocuspocus) {
+                    // Appended (on disk with --flush-interval-ms 0) and
+                    // relayed: what Quire acknowledges.
+                    self.send_to(id, sync_status(true));
+                }
+                if let Err(e) = applied {
                     let (reason, label) = match e {
                         ApplyError::TooLarge { .. } => (
                             CloseReason::new(CloseReason::TOO_BIG, e.to_string()),
@@ -319,6 +338,24 @@ impl DocActor {
                     let departed = self.conns.kick(id, reason);
                     self.settle(departed.into_iter().collect());
                 }
+            }
+            DocCommand::CheckContained { id, update } => {
+                let Some(warm) = self.warm() else { return };
+                match warm.doc().contains_update_v1(&update) {
+                    Ok(held) => self.send_to(id, sync_status(held)),
+                    Err(e) => {
+                        crate::metrics::rejected_frame("bad_update");
+                        let reason = CloseReason::new(CloseReason::INVALID_PAYLOAD, e.to_string());
+                        let departed = self.conns.kick(id, reason);
+                        self.settle(departed.into_iter().collect());
+                    }
+                }
+            }
+            DocCommand::Stateless { from, payload } => {
+                if let Some(peers) = &self.peers {
+                    peers.publish_stateless(payload.to_string());
+                }
+                self.relay_stateless(from, &payload);
             }
             DocCommand::Awareness { id, update } => self.apply_awareness(id, *update),
             DocCommand::QueryAwareness { id } => {
@@ -638,6 +675,13 @@ impl DocActor {
         self.settle(departed);
     }
 
+    /// A Hocuspocus stateless body to every Hocuspocus session but `from`.
+    fn relay_stateless(&mut self, from: Option<ConnId>, payload: &str) {
+        let body = Bytes::from(ServerMessage::Stateless(payload).encode_body());
+        let departed = self.conns.broadcast_to(Dialect::Hocuspocus, from, body);
+        self.settle(departed);
+    }
+
     fn send_to(&mut self, id: ConnId, frame: Bytes) {
         let departed = self.conns.send_to(id, frame);
         self.settle(departed);
@@ -767,6 +811,7 @@ impl DocActor {
                     self.answer_peer_state(message.origin, theirs);
                 }
             }
+            Body::Stateless(payload) => self.relay_stateless(None, &payload),
             Body::Deleted { at_ms } => {
                 match heal::remote_delete(self.position.updated_at_ms(), at_ms) {
                     RemoteDelete::Delete => {
@@ -823,6 +868,11 @@ impl DocActor {
                 .directory
                 .remove_if_idle(&self.name, self.actor_id, rx)
     }
+}
+
+/// A Hocuspocus SyncStatus body; the session's socket adds the address.
+fn sync_status(applied: bool) -> Bytes {
+    Bytes::from(ServerMessage::SyncStatus(applied).encode_body())
 }
 
 fn snapshot(doc: &Document, request: SnapshotRequest) -> SnapshotBody {

@@ -8,6 +8,20 @@ use tokio::sync::{broadcast, oneshot};
 
 pub type ConnId = u64;
 
+/// Which protocol a connection speaks, which decides what the actor sends
+/// it beyond the frames both dialects share (sync and awareness bodies are
+/// byte-identical; a Hocuspocus socket prefixes them with the session's
+/// address on the way out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `/ws/{doc}`: greeted with the server's SyncStep1 and presence.
+    YWebsocket,
+    /// One session of a `/hocuspocus` socket: greeted with presence only
+    /// (no unsolicited SyncStep1), answered SyncStep1 then SyncStep2 on
+    /// each SyncStep1, one SyncStatus per update, stateless messages.
+    Hocuspocus,
+}
+
 /// Why an update was refused; the document is unchanged either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -89,6 +103,7 @@ pub enum DocCommand {
         /// Frames for this client (full means the client is too slow), and
         /// how the actor closes the connection.
         outbound: Outbound,
+        dialect: Dialect,
         reply: oneshot::Sender<()>,
     },
     Disconnect {
@@ -99,9 +114,23 @@ pub enum DocCommand {
         state_vector: Box<StateVector>,
     },
     /// Sync step 2 or update: both carry a v1 update to apply and relay.
+    /// A Hocuspocus session gets one SyncStatus once it is appended and
+    /// relayed (or its session ends, if it does not apply).
     Update {
         id: ConnId,
         update: Bytes,
+    },
+    /// A read-only Hocuspocus session's SyncStep2: never applied; answered
+    /// SyncStatus(1) if the document holds all of it already, else (0).
+    CheckContained {
+        id: ConnId,
+        update: Bytes,
+    },
+    /// A Hocuspocus stateless payload for every Hocuspocus session of the
+    /// document but `from`, on every node.
+    Stateless {
+        from: Option<ConnId>,
+        payload: Box<str>,
     },
     Awareness {
         id: ConnId,

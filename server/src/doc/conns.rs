@@ -19,7 +19,7 @@
 //! actor does (and which may relay more frames).
 
 use super::close::CloseReason;
-use super::command::ConnId;
+use super::command::{ConnId, Dialect};
 use super::outbound::{Outbound, QueueError};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -40,6 +40,7 @@ pub(super) type Departures = Vec<Departure>;
 
 struct Link {
     outbound: Outbound,
+    dialect: Dialect,
     /// Awareness client ids this connection introduced; removed when it
     /// leaves. Usually one: a sorted `Vec` is the smallest set for that.
     awareness_clients: Vec<u64>,
@@ -79,11 +80,18 @@ impl Connections {
     }
 
     /// Adds a connection and sends it its opening frames, in order.
-    pub(super) fn join(&mut self, id: ConnId, outbound: Outbound, first: Vec<Bytes>) -> Departures {
+    pub(super) fn join(
+        &mut self,
+        id: ConnId,
+        outbound: Outbound,
+        dialect: Dialect,
+        first: Vec<Bytes>,
+    ) -> Departures {
         self.links.insert(
             id,
             Link {
                 outbound,
+                dialect,
                 awareness_clients: Vec::new(),
             },
         );
@@ -92,6 +100,11 @@ impl Connections {
             departed.extend(self.send_to(id, frame));
         }
         departed
+    }
+
+    /// The dialect of a connection, if it is still here.
+    pub(super) fn dialect(&self, id: ConnId) -> Option<Dialect> {
+        self.links.get(&id).map(|link| link.dialect)
     }
 
     /// Removes a connection that closed on its own.
@@ -201,6 +214,30 @@ impl Connections {
         let failed: Vec<_> = self
             .links
             .iter()
+            .filter_map(|(id, link)| {
+                let sent = link
+                    .outbound
+                    .try_send(frame.clone(), self.max_outbound_bytes);
+                sent.err().map(|e| (*id, e))
+            })
+            .collect();
+        departed.extend(self.settle(failed));
+        departed
+    }
+
+    /// Sends one frame to every connection of `dialect` but `except`,
+    /// after the pending batch.
+    pub(super) fn broadcast_to(
+        &mut self,
+        dialect: Dialect,
+        except: Option<ConnId>,
+        frame: Bytes,
+    ) -> Departures {
+        let mut departed = self.flush();
+        let failed: Vec<_> = self
+            .links
+            .iter()
+            .filter(|(id, link)| link.dialect == dialect && except != Some(**id))
             .filter_map(|(id, link)| {
                 let sent = link
                     .outbound
@@ -350,7 +387,9 @@ mod tests {
             let mut receivers: Vec<OutboundReceiver> = (1..=3)
                 .map(|id| {
                     let (tx, rx) = Outbound::channel(16);
-                    assert!(conns.join(id, tx, Vec::new()).is_empty());
+                    assert!(conns
+                        .join(id, tx, Dialect::YWebsocket, Vec::new())
+                        .is_empty());
                     rx
                 })
                 .collect();
@@ -367,8 +406,8 @@ mod tests {
         let mut conns = Connections::new(1 << 20, Duration::ZERO);
         let (slow_tx, mut slow) = Outbound::channel(2);
         let (fast_tx, mut fast) = Outbound::channel(16);
-        conns.join(1, slow_tx, Vec::new());
-        conns.join(2, fast_tx, Vec::new());
+        conns.join(1, slow_tx, Dialect::YWebsocket, Vec::new());
+        conns.join(2, fast_tx, Dialect::YWebsocket, Vec::new());
         conns.note_awareness(1, &[70, 71], &[]);
         let mut departed = Vec::new();
         for name in ["a", "b", "c"] {
@@ -389,7 +428,7 @@ mod tests {
     fn a_connection_whose_task_is_gone_departs_without_a_close() {
         let mut conns = Connections::new(1 << 20, Duration::ZERO);
         let (tx, rx) = Outbound::channel(16);
-        conns.join(1, tx, Vec::new());
+        conns.join(1, tx, Dialect::YWebsocket, Vec::new());
         conns.note_awareness(1, &[5], &[]);
         drop(rx);
         assert_eq!(
@@ -412,7 +451,7 @@ mod tests {
         for (case, changes, expected) in cases {
             let mut conns = Connections::new(1 << 20, Duration::ZERO);
             let (tx, _rx) = Outbound::channel(16);
-            conns.join(1, tx, Vec::new());
+            conns.join(1, tx, Dialect::YWebsocket, Vec::new());
             for (introduced, removed) in *changes {
                 conns.note_awareness(1, introduced, removed);
             }
@@ -424,7 +463,7 @@ mod tests {
     fn a_full_batch_goes_out_without_waiting_for_the_flush() {
         let mut conns = Connections::new(1 << 20, Duration::from_secs(60));
         let (tx, mut rx) = Outbound::channel(1024);
-        conns.join(1, tx, Vec::new());
+        conns.join(1, tx, Dialect::YWebsocket, Vec::new());
         for _ in 0..MAX_BATCH - 1 {
             conns.relay_update(frame("u"), None);
         }

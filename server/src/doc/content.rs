@@ -53,12 +53,14 @@ pub(super) fn need(command: &DocCommand) -> Need {
         | DocCommand::QueryAwareness { .. }
         | DocCommand::Info { .. }
         | DocCommand::Delete { .. }
+        | DocCommand::Stateless { .. }
         // A cold document is what storage holds already.
         | DocCommand::Persist => Need::Nothing,
         // A client with nothing gets the whole state: the snapshot itself.
         DocCommand::SyncStep1 { state_vector, .. } if state_vector.is_empty() => Need::Nothing,
         DocCommand::SyncStep1 { .. }
         | DocCommand::Update { .. }
+        | DocCommand::CheckContained { .. }
         | DocCommand::Snapshot { .. }
         | DocCommand::ApplyUpdate { .. }
         | DocCommand::Subscribe { .. }
@@ -215,6 +217,7 @@ mod tests {
                 DocCommand::Connect {
                     id: 1,
                     outbound: Outbound::channel(1).0,
+                    dialect: super::super::command::Dialect::YWebsocket,
                     reply: oneshot::channel().0,
                 },
                 Need::Nothing,

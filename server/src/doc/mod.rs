@@ -40,7 +40,7 @@ mod wakeup;
 
 pub use close::CloseReason;
 pub use command::{
-    ApplyError, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, Gone, SnapshotBody,
+    ApplyError, ConnId, DeleteOrigin, Dialect, DocCommand, DocEvent, DocInfo, Gone, SnapshotBody,
     SnapshotFormat, SnapshotRequest, Subscription,
 };
 pub use handle::{DocHandle, DocStats};

@@ -109,6 +109,11 @@ impl PeerSync {
         self.cluster.publish(&self.name, Body::Awareness(encoded));
     }
 
+    /// A Hocuspocus stateless payload, for the sessions on other nodes.
+    pub(super) fn publish_stateless(&self, payload: String) {
+        self.cluster.publish(&self.name, Body::Stateless(payload));
+    }
+
     /// Tells every node the document was deleted at `at_ms`.
     pub(super) fn publish_delete(&self, at_ms: i64) {
         self.cluster.publish_control(

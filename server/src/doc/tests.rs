@@ -97,6 +97,7 @@ impl Conn {
         doc.request(|reply| DocCommand::Connect {
             id,
             outbound,
+            dialect: super::Dialect::YWebsocket,
             reply,
         })
         .await

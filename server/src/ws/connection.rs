@@ -11,8 +11,8 @@
 
 use super::Peer;
 use crate::doc::{
-    CloseReason, ConnId, DocCommand, DocHandle, Gone, IfAbsent, Offer, Outbound, OutboundReceiver,
-    Permit, Received,
+    CloseReason, ConnId, Dialect, DocCommand, DocHandle, Gone, IfAbsent, Offer, Outbound,
+    OutboundReceiver, Permit, Received,
 };
 use crate::limits::{ConnectionLimits, RateExceeded};
 use crate::names::DocName;
@@ -118,6 +118,7 @@ async fn join(app: &AppState, name: &DocName, id: ConnId, outbound: Outbound) ->
                     .request(|reply| DocCommand::Connect {
                         id,
                         outbound,
+                        dialect: Dialect::YWebsocket,
                         reply,
                     })
                     .await?;
@@ -159,7 +160,7 @@ struct Blocked {
 
 /// How a connection ends.
 #[derive(Debug)]
-enum Ending {
+pub(super) enum Ending {
     /// The client left, or the socket failed: nothing more to send.
     Left,
     /// The server closes the connection with this frame.
@@ -170,7 +171,7 @@ enum Ending {
 }
 
 /// Frames read in one poll before the task yields to others.
-const READS_PER_POLL: usize = 32;
+pub(super) const READS_PER_POLL: usize = 32;
 
 impl Connection {
     /// Drives both directions until the connection must end.
@@ -395,6 +396,14 @@ impl Connection {
             .handle
             .send(DocCommand::Disconnect { id: self.id })
             .await;
+        close_socket(&mut self.socket, ending).await;
+    }
+}
+
+/// Closes the socket as `ending` says: the close frame, if any, and for a
+/// refusal a moment for the client to read it.
+pub(super) async fn close_socket(socket: &mut WebSocket, ending: Ending) {
+    {
         let (reason, refused) = match ending {
             Ending::Left => (None, false),
             Ending::Close(reason) => (Some(reason), false),
@@ -408,24 +417,24 @@ impl Connection {
             // A client that does not read cannot take a close frame either.
             let _ = tokio::time::timeout(
                 CLOSE_SEND_TIMEOUT,
-                self.socket.send(WsMessage::Close(Some(frame))),
+                socket.send(WsMessage::Close(Some(frame))),
             )
             .await;
         }
         if refused {
-            linger(&mut self.socket).await;
+            linger(socket).await;
         }
-        let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, self.socket.close()).await;
+        let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, socket.close()).await;
     }
 }
 
-fn refuse(reason: CloseReason) -> Ending {
+pub(super) fn refuse(reason: CloseReason) -> Ending {
     crate::metrics::rejected_frame(reason.label());
     tracing::info!(code = reason.code, reason = %reason.reason, "closing connection");
     Ending::Refused(reason)
 }
 
-fn lost(what: &str, e: &axum::Error) -> Ending {
+pub(super) fn lost(what: &str, e: &axum::Error) -> Ending {
     tracing::debug!(error = %e, "{what} failed");
     Ending::Left
 }
@@ -454,7 +463,7 @@ async fn linger(socket: &mut WebSocket) {
 
 const LINGER: Duration = Duration::from_secs(1);
 
-fn too_big(e: &axum::Error) -> Option<CloseReason> {
+pub(super) fn too_big(e: &axum::Error) -> Option<CloseReason> {
     let source = std::error::Error::source(e)?;
     match source.downcast_ref::<tungstenite::Error>()? {
         tungstenite::Error::Capacity(c) => {

@@ -1,9 +1,13 @@
-//! `/ws/{doc}`: the y-websocket protocol.
+//! `/ws/{doc}`: the y-websocket protocol; `/hocuspocus` and the bare `/ws`:
+//! the Hocuspocus dialect ([`hocuspocus`]).
 //!
-//! Everything that can be refused is refused before the upgrade, as an HTTP
-//! status: the name (400), the origin (403), capacity (503).
+//! For y-websocket, everything that can be refused is refused before the
+//! upgrade, as an HTTP status: the name (400), the origin (403), capacity
+//! (503). A Hocuspocus upgrade names no document: only the origin and
+//! capacity are checked before it.
 
 mod connection;
+pub mod hocuspocus;
 
 /// What the server knows of the client behind a connection.
 #[derive(Debug, Clone)]
@@ -76,11 +80,6 @@ pub async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(WRITE_BUFFER + max)
         .on_upgrade(move |socket| tracker.track_future(connection::run(socket, setup))))
-}
-
-/// The empty name, `/ws` and `/ws/`.
-pub async fn empty_name() -> AppError {
-    AppError::BadName(crate::names::NameError::Empty)
 }
 
 fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {

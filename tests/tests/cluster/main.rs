@@ -13,12 +13,14 @@
 //! | module | what it specifies |
 //! |---|---|
 //! | [`relay`] | edits and presence cross nodes: concurrent words, the B4 trace, awareness |
+//! | [`hocuspocus`] | a Hocuspocus session and a y-websocket client on two nodes converge; stateless messages cross nodes |
 //! | [`rest`] | REST on one node reaches clients of another; reads of unseen documents ask peers; DELETE everywhere; metrics |
 //! | [`failover`] | `kill -9` of a node: its clients move to survivors and lose nothing |
 //! | [`outage`] | Redis down: nodes keep serving, are not ready, and heal after it returns |
 //! | [`restart`] | a node restarted on a stale sled copy catches up from its peers |
 
 mod failover;
+mod hocuspocus;
 mod outage;
 mod relay;
 mod rest;

@@ -7,6 +7,7 @@
 
 mod auth;
 mod awareness;
+mod hocuspocus;
 mod integrity;
 mod limits;
 mod malformed;
