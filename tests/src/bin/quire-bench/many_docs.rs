@@ -5,7 +5,7 @@
 use crate::conn::Conn;
 use crate::proc::{round3, Procs, Usage};
 use crate::stats::{percentiles, Percentiles};
-use crate::target::Target;
+use crate::target::{Flavor, Target};
 use crate::{trace, wire};
 use anyhow::{Context, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -175,7 +175,7 @@ pub(crate) async fn run(
 
 /// Quire's `quire_documents_loaded` gauge; `None` for other servers.
 async fn documents_loaded(target: &Target) -> Option<f64> {
-    if !target.flavor.is_quire() {
+    if target.flavor != Flavor::Quire {
         return None;
     }
     let body = crate::http::get(&target.http_base(), "/metrics")

@@ -22,8 +22,6 @@ pub(crate) enum Flavor {
     YSweet,
     /// `@hocuspocus/server`: any path, document name inside every frame.
     Hocuspocus,
-    /// Quire's Hocuspocus dialect: `/hocuspocus`, framed as Hocuspocus.
-    QuireHocuspocus,
     /// `quire-bench relay`, the no-CRDT floor: the document is the whole path.
     Relay,
 }
@@ -34,13 +32,7 @@ impl Flavor {
             Flavor::Quire => "/ws/{doc}",
             Flavor::YWebsocket | Flavor::Relay | Flavor::Hocuspocus => "/{doc}",
             Flavor::YSweet => "/d/{doc}/ws/{doc}",
-            Flavor::QuireHocuspocus => "/hocuspocus",
         }
-    }
-
-    /// Quire, in either dialect (it has `/metrics`).
-    pub(crate) fn is_quire(self) -> bool {
-        matches!(self, Flavor::Quire | Flavor::QuireHocuspocus)
     }
 }
 
@@ -75,7 +67,7 @@ impl Target {
             base,
             path: path.unwrap_or(flavor.default_path()).to_owned(),
             framing: match flavor {
-                Flavor::Hocuspocus | Flavor::QuireHocuspocus => Framing::Hocuspocus,
+                Flavor::Hocuspocus => Framing::Hocuspocus,
                 _ => Framing::Plain,
             },
             flavor,
@@ -113,9 +105,7 @@ impl Target {
             Framing::Plain => Vec::new(),
             Framing::Hocuspocus => {
                 // Auth, sub-type Token (0), the token; Hocuspocus accepts any
-                // token when the server sets no onAuthenticate hook, Quire in
-                // open mode. No provider version: a v3 client, which Quire
-                // sends no Ping.
+                // token when the server sets no onAuthenticate hook.
                 let mut auth = Vec::new();
                 write_var(&mut auth, MSG_AUTH);
                 write_var(&mut auth, 0);
@@ -151,7 +141,6 @@ mod tests {
         check(Flavor::YWebsocket, "ws://h:1/d-1");
         check(Flavor::YSweet, "ws://h:1/d/d-1/ws/d-1");
         check(Flavor::Relay, "ws://h:1/d-1");
-        check(Flavor::QuireHocuspocus, "ws://h:1/hocuspocus");
         assert_eq!(
             Target::new("http://h:1", Flavor::Quire, Some("/x/{doc}")).url("a"),
             "ws://h:1/x/a"
@@ -166,8 +155,5 @@ mod tests {
         frame.extend_from_slice(&[0, 1, 0]);
         assert_eq!(target.body_offset(&frame), Some(4));
         assert_eq!(target.greeting()[0][..3], [MSG_AUTH as u8, 0, 11]);
-        let quire = Target::new("ws://h:1", Flavor::QuireHocuspocus, None);
-        assert_eq!(quire.prefix("doc"), [3, b'd', b'o', b'c']);
-        assert_eq!(quire.greeting(), target.greeting());
     }
 }
