@@ -402,6 +402,34 @@ mod tests {
     }
 
     #[test]
+    fn stateless_messages_reach_the_other_hocuspocus_sessions_after_the_batch() {
+        let mut conns = Connections::new(1 << 20, Duration::ZERO);
+        let dialects = [
+            Dialect::YWebsocket,
+            Dialect::Hocuspocus,
+            Dialect::Hocuspocus,
+        ];
+        let mut receivers: Vec<OutboundReceiver> = (1..=3)
+            .zip(dialects)
+            .map(|(id, dialect)| {
+                let (tx, rx) = Outbound::channel(16);
+                assert!(conns.join(id, tx, dialect, Vec::new()).is_empty());
+                rx
+            })
+            .collect();
+        assert!(conns.relay_update(frame("u1"), None).is_empty());
+        assert!(conns
+            .broadcast_to(Dialect::Hocuspocus, Some(2), frame("s1"))
+            .is_empty());
+        let expected: [&[&str]; 3] = [&["u1"], &["u1"], &["u1", "s1"]];
+        for (i, rx) in receivers.iter_mut().enumerate() {
+            assert_eq!(received(rx), expected[i], "connection {}", i + 1);
+        }
+        assert_eq!(conns.dialect(2), Some(Dialect::Hocuspocus));
+        assert_eq!(conns.dialect(9), None);
+    }
+
+    #[test]
     fn a_connection_that_cannot_keep_up_is_closed_and_departs_with_its_presence() {
         let mut conns = Connections::new(1 << 20, Duration::ZERO);
         let (slow_tx, mut slow) = Outbound::channel(2);

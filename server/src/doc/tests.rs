@@ -92,6 +92,20 @@ struct Conn {
 }
 
 impl Conn {
+    /// A Hocuspocus session: greeted with nothing but presence.
+    async fn join_hocuspocus(doc: &DocHandle, id: u64) -> Conn {
+        let (outbound, rx) = Outbound::channel(64);
+        doc.request(|reply| DocCommand::Connect {
+            id,
+            outbound,
+            dialect: super::Dialect::Hocuspocus,
+            reply,
+        })
+        .await
+        .expect("actor runs");
+        Conn { id, rx }
+    }
+
     async fn join(doc: &DocHandle, id: u64) -> Conn {
         let (outbound, rx) = Outbound::channel(64);
         doc.request(|reply| DocCommand::Connect {
@@ -143,11 +157,25 @@ enum Heard {
     Update(Vec<u8>),
     /// Awareness entries as (client, clock).
     Awareness(Vec<(u64, u32)>),
+    /// Hocuspocus only: an acknowledgement, 1 or 0.
+    SyncStatus(u8),
+    /// Hocuspocus only: a stateless payload.
+    Stateless(String),
     Closed(u16),
 }
 
 impl Heard {
     fn from_frame(frame: &[u8]) -> Heard {
+        // The bodies only Hocuspocus sessions get (without their address).
+        match frame {
+            [8, status] => return Heard::SyncStatus(*status),
+            [5, rest @ ..] => {
+                let mut r = crdt_core::wire::Reader::new(rest);
+                let payload = r.read_var_string("payload").expect("a string");
+                return Heard::Stateless(payload.to_owned());
+            }
+            _ => {}
+        }
         match Message::decode(frame).expect("a y-websocket frame") {
             Message::SyncStep1(_) => Heard::SyncStep1,
             Message::SyncStep2(update) => Heard::SyncStep2(update.to_vec()),
@@ -470,4 +498,76 @@ fn the_modules_of_doc_import_each_other_without_a_cycle() {
     for module in 0..MODULES.len() {
         visit(module, &imports, &mut Vec::new(), &mut done, &names);
     }
+}
+
+#[tokio::test]
+async fn a_hocuspocus_session_gets_no_unsolicited_sync_and_one_ack_per_update() {
+    let server = Server::start();
+    let doc = server.open("hp").await;
+    let mut yws = Conn::join(&doc, 1).await;
+    let mut hp = Conn::join_hocuspocus(&doc, 2).await;
+    let mut other = Conn::join_hocuspocus(&doc, 3).await;
+    hp.hears_nothing_after(&doc).await;
+
+    // Its SyncStep1 is answered with the server's, then the diff.
+    doc.send(DocCommand::SyncStep1 {
+        id: 2,
+        state_vector: Box::default(),
+    })
+    .await
+    .expect("sent");
+    assert_eq!(hp.next().await, Heard::SyncStep1);
+    assert!(matches!(hp.next().await, Heard::SyncStep2(_)));
+
+    // An update: relayed to the others, then acknowledged to its sender.
+    let update = typed(20, "hello");
+    doc.send(DocCommand::Update {
+        id: 2,
+        update: update.clone(),
+    })
+    .await
+    .expect("sent");
+    assert_eq!(yws.next().await, Heard::Update(update.to_vec()));
+    assert_eq!(other.next().await, Heard::Update(update.to_vec()));
+    assert_eq!(hp.next().await, Heard::SyncStatus(1));
+    // The same update again changes nothing, and is acknowledged all the same.
+    doc.send(DocCommand::Update {
+        id: 2,
+        update: update.clone(),
+    })
+    .await
+    .expect("sent");
+    assert_eq!(hp.next().await, Heard::SyncStatus(1));
+
+    // Read-only SyncStep2s: 1 only for what the document holds.
+    for (update, expected) in [(update.clone(), 1), (typed(21, "new"), 0)] {
+        doc.send(DocCommand::CheckContained { id: 3, update })
+            .await
+            .expect("sent");
+        assert_eq!(other.next().await, Heard::SyncStatus(expected));
+    }
+
+    // Stateless: to the other Hocuspocus sessions only.
+    doc.send(DocCommand::Stateless {
+        from: Some(2),
+        payload: "ping".into(),
+    })
+    .await
+    .expect("sent");
+    assert_eq!(other.next().await, Heard::Stateless("ping".into()));
+    hp.hears_nothing_after(&doc).await;
+    yws.hears_nothing_after(&doc).await;
+
+    // A read-only SyncStep2 that does not decode closes that session (1007).
+    doc.send(DocCommand::CheckContained {
+        id: 3,
+        update: Bytes::from_static(&[0xff, 0xff]),
+    })
+    .await
+    .expect("sent");
+    assert_eq!(
+        other.next().await,
+        Heard::Closed(CloseReason::INVALID_PAYLOAD)
+    );
+    server.stop().await;
 }

@@ -76,13 +76,23 @@ async fn a_hocuspocus_session_and_a_y_websocket_client_on_two_nodes_converge() -
         .await?;
     bob.wait_for_awareness(WAIT, |states| states.contains_key(&4242))
         .await?;
+    // Bob's presence may have come with any frame read so far: ask for all.
     let bob_id = bob.client_id();
-    hp.until(
-        DOC,
-        WAIT,
-        |m| matches!(m, ServerMsg::Awareness(u) if names_client(u, bob_id)),
-    )
-    .await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        hp.query_awareness(DOC).await?;
+        let (states, _) = hp
+            .until(DOC, WAIT, |m| matches!(m, ServerMsg::Awareness(_)))
+            .await?;
+        if matches!(&states, ServerMsg::Awareness(u) if names_client(u, bob_id)) {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "bob's presence never reached node A"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // The session leaves: its presence leaves node B's clients too.
     hp.close_document(DOC).await?;
     bob.wait_for_awareness(WAIT, |states| !states.contains_key(&4242))

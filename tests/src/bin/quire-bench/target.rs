@@ -24,6 +24,8 @@ pub(crate) enum Flavor {
     Hocuspocus,
     /// `quire-bench relay`, the no-CRDT floor: the document is the whole path.
     Relay,
+    /// Quire's Hocuspocus dialect: `/hocuspocus`, framed as for `@hocuspocus/server`.
+    QuireHocuspocus,
 }
 
 impl Flavor {
@@ -32,6 +34,7 @@ impl Flavor {
             Flavor::Quire => "/ws/{doc}",
             Flavor::YWebsocket | Flavor::Relay | Flavor::Hocuspocus => "/{doc}",
             Flavor::YSweet => "/d/{doc}/ws/{doc}",
+            Flavor::QuireHocuspocus => "/hocuspocus",
         }
     }
 }
@@ -67,7 +70,7 @@ impl Target {
             base,
             path: path.unwrap_or(flavor.default_path()).to_owned(),
             framing: match flavor {
-                Flavor::Hocuspocus => Framing::Hocuspocus,
+                Flavor::Hocuspocus | Flavor::QuireHocuspocus => Framing::Hocuspocus,
                 _ => Framing::Plain,
             },
             flavor,
@@ -141,6 +144,7 @@ mod tests {
         check(Flavor::YWebsocket, "ws://h:1/d-1");
         check(Flavor::YSweet, "ws://h:1/d/d-1/ws/d-1");
         check(Flavor::Relay, "ws://h:1/d-1");
+        check(Flavor::QuireHocuspocus, "ws://h:1/hocuspocus");
         assert_eq!(
             Target::new("http://h:1", Flavor::Quire, Some("/x/{doc}")).url("a"),
             "ws://h:1/x/a"
