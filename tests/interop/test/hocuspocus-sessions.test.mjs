@@ -74,6 +74,47 @@ for (const v of VERSIONS) {
     })
   })
 
+  test(`H3 [provider ${v}] a session whose token is about to expire is asked for a new one: a fresh token keeps it open, a stale one gets that document closed ("token expired") while the socket's other document goes on`, quireOnly('token refresh (onTokenSync in Hocuspocus)'), async () => {
+    await withServer({ extraArgs: AUTH }, async (ctx) => {
+      const now = () => Math.floor(Date.now() / 1000)
+      // 60 s of leeway: exp 57 s ago leaves about 3 s, and the server asks
+      // for a new token at once (it asks 5 s before exp).
+      const dying = () => jwt(SECRET, { docs: ['h3/*'], scope: 'write', exp: now() - 57 })
+      const socket = ctx.socket(v)
+      let refreshedCalls = 0
+      let first = true
+      const refreshed = ctx.provider(v, 'h3/refreshed', {
+        socket,
+        label: 'refreshed',
+        token: () => {
+          refreshedCalls++
+          if (first) { first = false; return dying() }
+          return jwt(SECRET, { docs: ['h3/*'], scope: 'write' })
+        }
+      })
+      let staleCalls = 0
+      const stale = ctx.provider(v, 'h3/stale', { socket, label: 'stale', token: () => { staleCalls++; return dying() } })
+      const bystander = ctx.provider(v, 'h3/bystander', { socket, label: 'bystander', token: jwt(SECRET, { docs: ['h3/*'], scope: 'write' }) })
+      await waitSaved(refreshed)
+      await waitSaved(stale)
+      await waitSaved(bystander)
+      await waitFor(() => refreshedCalls >= 2 && staleCalls >= 2, { what: 'both providers to be asked for a new token', detail: () => `refreshed ${refreshedCalls}, stale ${staleCalls}` })
+
+      await waitFor(() => stale.seen.closes.length > 0, { what: 'the stale session to be closed', detail: () => describeProvider(stale) })
+      assert.ok(staleCalls < 10, `the stale provider was asked for its token ${staleCalls} times: once is enough`)
+      assert.equal(stale.seen.closes[0].reason, 'token expired')
+      assert.equal(stale.isSynced, false)
+      // Past the old token's end: the refreshed session is still open and saving.
+      appendParagraph(refreshed.document, 'still authorised')
+      await waitSaved(refreshed)
+      assert.deepEqual(refreshed.seen.closes, [], 'the refreshed session was not closed')
+      assert.deepEqual(bystander.seen.closes, [])
+      assert.deepEqual(socket.seen.disconnects, [], 'the socket stays open')
+      appendParagraph(bystander.document, 'unaffected')
+      await waitSaved(bystander)
+    })
+  })
+
   test(`H5 [provider ${v}] one socket carries two documents: one upgrade, each document its own content, and destroying one provider leaves the other working and takes its presence away`, async () => {
     await withServer(async (ctx) => {
       const socket = ctx.socket(v)

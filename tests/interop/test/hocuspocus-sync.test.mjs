@@ -6,7 +6,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Y, sleep, waitFor, waitSynced, sameState, serverDoc } from '../lib/harness.mjs'
 import {
-  ON_QUIRE, VERSIONS, appendParagraph, describeProvider, jwt, quireOnly, waitSaved, waitXml, withServer
+  ON_QUIRE, VERSIONS, appendParagraph, describeProvider, jwt, quireOnly, v4Only, waitSaved, waitXml, withServer
 } from '../lib/hocuspocus.mjs'
 
 const SECRET = 'interop-hocuspocus-secret'
@@ -38,6 +38,37 @@ for (const v of VERSIONS) {
       }
     })
   })
+
+  test(`H1 [provider ${v}] with forceSyncInterval every repeated handshake is answered and acknowledged exactly once, so unsyncedChanges keeps returning to 0`, async () => {
+    await withServer(async (ctx) => {
+      const a = ctx.provider(v, 'h1/force-sync', { label: 'A', forceSyncInterval: 200 })
+      // No edits: each handshake (the first and every forced one) raises the
+      // count to 1 and must be acknowledged by exactly one SyncStatus(1).
+      const handshakes = () => a.seen.unsynced.filter((n) => n === 1).length
+      await waitFor(() => handshakes() >= 4 && a.unsyncedChanges === 0 && a.seen.syncStatus.length === handshakes(), {
+        what: 'four handshakes, each acknowledged once, and none outstanding', detail: () => describeProvider(a)
+      })
+      assert.deepEqual([...new Set(a.seen.syncStatus)], [1])
+      assert.ok(Math.max(...a.seen.unsynced) <= 1, `never more than one outstanding handshake: ${a.seen.unsynced}`)
+    })
+  })
+
+  test(`H2 [provider ${v}] with flushDelay many edits travel as one merged frame, which is acknowledged once${v === 'v3' ? ' — v4-only: provider 3.x has no flushDelay' : ''}`,
+    v4Only(v, 'provider 3.x has no flushDelay option'), async () => {
+      await withServer(async (ctx) => {
+        const room = 'h2/flush-delay'
+        const a = ctx.provider(v, room, { label: 'A', flushDelay: 100 })
+        const b = ctx.provider(v, room, { label: 'B' })
+        await waitSaved(a)
+        await waitSaved(b)
+        const acksBefore = a.seen.syncStatus.length
+        for (let i = 0; i < 50; i++) a.document.getText('text').insert(i, 'x')
+        assert.equal(a.hasUnsyncedChanges, true)
+        await waitSaved(a)
+        assert.equal(a.seen.syncStatus.length - acksBefore, 1, 'one merged frame, one acknowledgement')
+        await waitFor(() => b.document.getText('text').toString() === 'x'.repeat(50), { what: 'B to get all 50 edits', detail: () => describeProvider(b) })
+      })
+    })
 
   test(`H2 [provider ${v}] an edit is unsaved at once and saved later, and reaches a second provider, a y-websocket client on /ws/{doc} and the REST snapshot`, async () => {
     await withServer(async (ctx) => {
