@@ -157,6 +157,45 @@ for (const v of VERSIONS) {
     })
   })
 
+  test(`H5 [provider ${v}] a socket holds at most --hocuspocus-max-sessions documents: one more is denied with a reason, the others go on, and a freed place can be taken`, quireOnly('--hocuspocus-max-sessions'), async () => {
+    await withServer({ extraArgs: ['--hocuspocus-max-sessions', '2'] }, async (ctx) => {
+      const socket = ctx.socket(v)
+      const one = ctx.provider(v, 'cap/1', { socket, label: 'cap/1' })
+      const two = ctx.provider(v, 'cap/2', { socket, label: 'cap/2' })
+      await waitSaved(one)
+      await waitSaved(two)
+      const three = ctx.provider(v, 'cap/3', { socket, label: 'cap/3' })
+      await waitDenied(three)
+      assert.equal(three.seen.authFailed.length, 1, describeProvider(three))
+      assert.ok(three.seen.authFailed[0].length > 0, 'denied with a reason')
+      assert.equal(three.isSynced, false)
+      appendParagraph(two.document, 'two goes on')
+      await waitSaved(two)
+      assert.deepEqual(socket.seen.disconnects, [])
+
+      one.destroy()
+      const four = ctx.provider(v, 'cap/4', { socket, label: 'cap/4' })
+      await waitSaved(four, 'a document in the freed place')
+      assert.deepEqual(four.seen.authenticated, ['read-write'])
+    })
+  })
+
+  test(`H5 [provider ${v}] a document name Quire does not accept is denied ("invalid document name") without closing the socket, and the bare /ws endpoint speaks Hocuspocus too`, quireOnly('Quire\'s name rules and endpoints'), async () => {
+    await withServer(async (ctx) => {
+      const socket = ctx.socket(v, { url: `ws://${ctx.server.addr}/ws` })
+      const bad = ctx.provider(v, 'has a space', { socket, label: 'bad name' })
+      const good = ctx.provider(v, 'bare/ws', { socket, label: 'on bare /ws' })
+      await waitDenied(bad)
+      assert.deepEqual(bad.seen.authFailed, ['invalid document name'])
+      await waitSaved(good)
+      const viaHocuspocus = ctx.provider(v, 'bare/ws', { label: 'on /hocuspocus' })
+      await waitSaved(viaHocuspocus)
+      appendParagraph(good.document, 'through bare /ws')
+      await waitXml({ other: viaHocuspocus.document }, '<paragraph>through bare /ws</paragraph>')
+      assert.deepEqual(socket.seen.disconnects, [])
+    })
+  })
+
   test(`H6 [provider ${v}] two providers of one document on one socket with sessionAwareness are both synced and see each other's edits${v === 'v3' ? ' — v4-only: provider 3.x has no sessionAwareness' : ''}`,
     v4Only(v, 'provider 3.x has no sessionAwareness option'), async () => {
       await withServer(async (ctx) => {
@@ -221,6 +260,29 @@ for (const v of VERSIONS) {
       assert.deepEqual(b.seen.closes, [], 'B, on another socket, is not closed')
       appendParagraph(b.document, 'B still edits')
       await waitSaved(b)
+    })
+  })
+
+  test(`H11 [provider ${v}] an update that does not decode closes only its document, with a reason, and loses nothing acknowledged`,
+    quireOnly('@hocuspocus/server logs the decoding error and keeps the session (Quire closes it: reference §4 rule 13)'), async () => {
+    await withServer(async (ctx) => {
+      const socket = ctx.socket(v)
+      const broken = ctx.provider(v, 'u/broken', { socket, label: 'u/broken' })
+      const fine = ctx.provider(v, 'u/fine', { socket, label: 'u/fine' })
+      await waitSaved(broken)
+      await waitSaved(fine)
+      appendParagraph(broken.document, 'acknowledged before')
+      await waitSaved(broken)
+      // Sync, Update (2), a "v1 update" of garbage bytes
+      socket.webSocket.send(frame('u/broken', MSG.Sync, [2, 5, 0xff, 0xff, 0xff, 0xff, 0xff]))
+      await waitFor(() => broken.seen.closes.length > 0, { what: 'u/broken to be closed', detail: () => describeProvider(broken) })
+      assert.ok(broken.seen.closes[0].reason.length > 0, `with a reason: ${JSON.stringify(broken.seen.closes[0])}`)
+      assert.deepEqual(fine.seen.closes, [])
+      assert.deepEqual(socket.seen.disconnects, [], 'the socket stays open')
+      appendParagraph(fine.document, 'unaffected')
+      await waitSaved(fine)
+      const again = ctx.provider(v, 'u/broken', { label: 'fresh u/broken' })
+      await waitXml({ again: again.document }, '<paragraph>acknowledged before</paragraph>')
     })
   })
 

@@ -148,6 +148,11 @@ for (const v of VERSIONS) {
         assert.equal(res.status, 200)
         assert.equal(await res.text(), 'kept deleted', 'nor the server')
       }
+      // A reader may publish presence.
+      reader.awareness.setLocalStateField('user', { name: 'reader' })
+      await waitFor(() => writer.awareness.getStates().get(reader.document.clientID)?.user?.name === 'reader', {
+        what: 'the writer to see the reader\'s presence', detail: () => JSON.stringify([...writer.awareness.getStates()])
+      })
       // The reader still receives the writer's edits.
       text.insert(text.length, '!')
       await waitFor(() => reader.document.getText('text').toString().endsWith('kept deleted!'), { what: 'the reader to still receive edits', detail: () => describeProvider(reader) })
