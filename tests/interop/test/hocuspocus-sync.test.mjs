@@ -184,6 +184,30 @@ for (const v of VERSIONS) {
     })
   })
 
+  test(`H12 [provider ${v}] with --flush-interval-ms 0 an edit whose SyncStatus arrived survives a kill -9 right after it (the ack waits for the disk)`,
+    quireOnly('in Quire an acknowledgement means written to disk; in Hocuspocus it means applied in memory'), async () => {
+      // With a flush window the ack may precede the fsync by up to that
+      // window (README, "Coming from Hocuspocus"); with 0 it follows it.
+      await withServer({ flushIntervalMs: 0 }, async (ctx) => {
+        const room = 'h12/acked-is-durable'
+        const a = ctx.provider(v, room, { label: 'A' })
+        await waitSaved(a)
+        for (let i = 0; i < 5; i++) {
+          appendParagraph(a.document, `acknowledged ${i}`)
+          await waitSaved(a)
+        }
+        const expected = a.document.getXmlFragment('default').toString()
+        // At once. A is then gone for good,
+        // so it cannot hand anything back after the restart.
+        await ctx.server.kill()
+        a.destroy()
+        await ctx.server.start()
+        const b = ctx.provider(v, room, { label: 'B after kill -9' })
+        await waitSaved(b)
+        assert.equal(b.document.getXmlFragment('default').toString(), expected, 'every acknowledged edit is on disk')
+      })
+    })
+
   test(`H12 [provider ${v}] after a SIGTERM and a restart providers reconnect and authenticate by themselves, hand back offline edits, and end saved`, async () => {
     await withServer(async (ctx) => {
       const room = 'h12/restart'
