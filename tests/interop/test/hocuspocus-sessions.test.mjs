@@ -77,9 +77,9 @@ for (const v of VERSIONS) {
   test(`H3 [provider ${v}] a session whose token is about to expire is asked for a new one: a fresh token keeps it open, a stale one gets that document closed ("token expired") while the socket's other document goes on`, quireOnly('token refresh (onTokenSync in Hocuspocus)'), async () => {
     await withServer({ extraArgs: AUTH }, async (ctx) => {
       const now = () => Math.floor(Date.now() / 1000)
-      // 60 s of leeway: exp 57 s ago leaves about 3 s, and the server asks
+      // 60 s of leeway: exp 55 s ago leaves about 5 s, and the server asks
       // for a new token at once (it asks 5 s before exp).
-      const dying = () => jwt(SECRET, { docs: ['h3/*'], scope: 'write', exp: now() - 57 })
+      const dying = () => jwt(SECRET, { docs: ['h3/*'], scope: 'write', exp: now() - 55 })
       const socket = ctx.socket(v)
       let refreshedCalls = 0
       let first = true
