@@ -225,7 +225,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     let state = AppState {
         cluster,
         draining: drain.clone(),
-        auth,
+        auth: Arc::new(auth),
         connections: Arc::new(Semaphore::new(config.max_connections)),
         config: Arc::new(config),
         registry,

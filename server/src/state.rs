@@ -24,7 +24,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub node_id: Arc<str>,
-    pub auth: Authenticator,
+    /// Shared: Hocuspocus sockets keep it for their life (Auth frames).
+    pub auth: Arc<Authenticator>,
     /// Set in cluster mode (`--redis-url`).
     pub cluster: Option<crate::cluster::Cluster>,
 }

@@ -192,6 +192,8 @@ mod tests {
             ),
             ("invalid name", &open, "a b", "", None, None),
             ("empty name", &open, "", "", None, None),
+            // Names in frames are taken as they are: never percent-decoded.
+            ("percent-encoded name", &open, "%41bc", "", None, None),
         ];
         for (case, auth, document, token, url_token, expected) in cases {
             let got = grant(auth, document, token, url_token);

@@ -22,6 +22,9 @@
 
 use super::grant;
 use super::policy::{self, ActorClosed, PreAuth, AUTH_TIMEOUT};
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::doc::Registry;
 use crate::doc::{
     CloseReason, ConnId, Dialect, DocCommand, DocHandle, Gone, IfAbsent, Offer, Outbound,
     OutboundReceiver, Permit, Received,
@@ -43,7 +46,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -93,6 +97,7 @@ async fn serve(socket: Box<WebSocket>, setup: Box<Setup>) {
     } = *setup;
     let now = Instant::now();
     let config = &app.config;
+    let shutdown = app.shutdown.clone().cancelled_owned();
     let mut socket = Socket {
         socket,
         limits: ConnectionLimits::new(
@@ -105,7 +110,7 @@ async fn serve(socket: Box<WebSocket>, setup: Box<Setup>) {
         ws_ping_at: now + config.ping_interval(),
         hp_ping_at: None,
         auth_deadline: Some(now + config.hocuspocus_auth_timeout()),
-        url_token,
+        url_token: url_token.map(String::into_boxed_str),
         entries: Vec::new(),
         next_key: 0,
         work: VecDeque::new(),
@@ -116,9 +121,15 @@ async fn serve(socket: Box<WebSocket>, setup: Box<Setup>) {
         ping_due: false,
         hp_ping_due: false,
         last_seen: now,
-        app,
+        // Only what the socket's life needs: an idle socket's size counts.
+        env: Env {
+            config: app.config.clone(),
+            registry: app.registry.clone(),
+            auth: app.auth.clone(),
+            next_conn_id: app.next_conn_id.clone(),
+        },
     };
-    let shutdown = socket.app.shutdown.clone().cancelled_owned();
+    drop(app);
     let ending = {
         let timer = tokio::time::sleep_until(socket.next_deadline());
         tokio::pin!(shutdown, timer);
@@ -144,28 +155,44 @@ struct Entry {
 struct Link {
     id: ConnId,
     rx: OutboundReceiver,
-    /// Until joined: the document and the sending side for its actor.
-    joining: Option<(DocName, Outbound)>,
-    handle: Option<DocHandle>,
-    /// When the provider is asked for a fresh token, and when the session
-    /// ends without one (tokens with an `exp` only).
+    doc: LinkDoc,
+    /// Tokens with an `exp` only.
+    token: Option<Box<TokenDeadlines>>,
+}
+
+/// The session's document.
+enum LinkDoc {
+    /// Not joined yet: the document and the sending side for its actor.
+    Joining(Box<(DocName, Outbound)>),
+    /// Joined (the join may have been taken to run).
+    Joined(Option<DocHandle>),
+}
+
+/// When the provider is asked for a fresh token, and when the session ends
+/// without one; each `None` once passed.
+struct TokenDeadlines {
     ask_at: Option<Instant>,
     ends_at: Option<Instant>,
 }
 
 impl Link {
+    fn handle(&self) -> Option<&DocHandle> {
+        match &self.doc {
+            LinkDoc::Joined(handle) => handle.as_ref(),
+            LinkDoc::Joining(_) => None,
+        }
+    }
+
     fn set_deadlines(&mut self, exp: Option<u64>) {
-        let (ask_at, ends_at) = match exp {
-            Some(exp) => {
-                let now_unix = chrono::Utc::now().timestamp().max(0) as u64;
-                let (ask, ends) = grant::deadlines(exp, now_unix);
-                let now = Instant::now();
-                (Some(now + ask), Some(now + ends))
-            }
-            None => (None, None),
-        };
-        self.ask_at = ask_at;
-        self.ends_at = ends_at;
+        self.token = exp.map(|exp| {
+            let now_unix = chrono::Utc::now().timestamp().max(0) as u64;
+            let (ask, ends) = grant::deadlines(exp, now_unix);
+            let now = Instant::now();
+            Box::new(TokenDeadlines {
+                ask_at: Some(now + ask),
+                ends_at: Some(now + ends),
+            })
+        });
     }
 }
 
@@ -185,10 +212,18 @@ enum Stall {
     },
 }
 
+/// What a socket keeps of the server's state.
+struct Env {
+    config: Arc<Config>,
+    registry: Registry,
+    auth: Arc<Authenticator>,
+    next_conn_id: Arc<AtomicU64>,
+}
+
 struct Socket {
     socket: Box<WebSocket>,
-    app: AppState,
-    url_token: Option<String>,
+    env: Env,
+    url_token: Option<Box<str>>,
     limits: ConnectionLimits,
     /// Boxed: a `Vec`'s first allocation has room for four, and most
     /// sockets hold one document; a search by address or key is linear,
@@ -301,8 +336,12 @@ impl Socket {
     // --- timers -----------------------------------------------------------
 
     fn next_deadline(&self) -> Instant {
-        let links = self.entries.iter().filter_map(|e| e.link.as_ref());
-        let tokens = links.flat_map(|link| [link.ask_at, link.ends_at]).flatten();
+        let tokens = self
+            .entries
+            .iter()
+            .filter_map(|e| e.link.as_ref()?.token.as_ref())
+            .flat_map(|token| [token.ask_at, token.ends_at])
+            .flatten();
         [self.hp_ping_at, self.auth_deadline]
             .into_iter()
             .flatten()
@@ -333,7 +372,7 @@ impl Socket {
             self.ping_due = true;
             self.ws_ping_at = now + self.ping_interval;
         }
-        if let (Some(at), Some(every)) = (self.hp_ping_at, self.app.config.hocuspocus_ping()) {
+        if let (Some(at), Some(every)) = (self.hp_ping_at, self.env.config.hocuspocus_ping()) {
             if at <= now {
                 self.hp_ping_due = true;
                 self.hp_ping_at = Some(now + every);
@@ -343,17 +382,19 @@ impl Socket {
             let Some(link) = &mut entry.link else {
                 continue;
             };
-            if link.ends_at.is_some_and(|at| at <= now) {
-                link.ends_at = None;
-                link.ask_at = None;
+            let Some(token) = &mut link.token else {
+                continue;
+            };
+            if token.ends_at.is_some_and(|at| at <= now) {
+                link.token = None;
                 self.work.push_back((
                     entry.key,
                     Effect::End {
                         close: Some(TOKEN_EXPIRED.to_owned()),
                     },
                 ));
-            } else if link.ask_at.is_some_and(|at| at <= now) {
-                link.ask_at = None;
+            } else if token.ask_at.is_some_and(|at| at <= now) {
+                token.ask_at = None;
                 let body = ServerMessage::TokenSyncRequest.encode_body();
                 if !link.rx.push_reply(Bytes::from(body)) {
                     return Some(too_slow());
@@ -383,7 +424,11 @@ impl Socket {
                 self.hp_ping_due = false;
                 Some(WsMessage::Binary(Bytes::from_static(&PING_FRAME)))
             } else {
-                self.direct.pop_front().map(WsMessage::Binary)
+                let frame = self.direct.pop_front();
+                if frame.is_some() && self.direct.is_empty() {
+                    self.direct.shrink_to_fit();
+                }
+                frame.map(WsMessage::Binary)
             };
             let next = match next {
                 Some(message) => Some(message),
@@ -459,7 +504,7 @@ impl Socket {
 
     /// Queues a whole frame outside every session's queue.
     fn push_direct(&mut self, frame: Bytes) -> Result<(), Ending> {
-        if self.direct.len() >= self.app.config.outbound_queue {
+        if self.direct.len() >= self.env.config.outbound_queue {
             return Err(too_slow());
         }
         self.direct.push_back(frame);
@@ -563,6 +608,8 @@ impl Socket {
     fn drive(&mut self) -> Result<(), Ending> {
         while self.stall.is_none() {
             let Some((key, effect)) = self.work.pop_front() else {
+                // Most sockets sit idle between bursts: give it back.
+                self.work.shrink_to_fit();
                 break;
             };
             self.perform(key, effect)?;
@@ -589,12 +636,16 @@ impl Socket {
                 let Some(link) = &mut self.entries[at].link else {
                     return Ok(());
                 };
-                match link.joining.take() {
-                    Some((name, outbound)) => {
+                match std::mem::replace(&mut link.doc, LinkDoc::Joined(None)) {
+                    LinkDoc::Joining(joining) => {
+                        let (name, outbound) = *joining;
                         self.join(at, name, outbound);
                         Ok(())
                     }
-                    None => self.command(at, |id| DocCommand::QueryAwareness { id }),
+                    joined => {
+                        link.doc = joined;
+                        self.command(at, |id| DocCommand::QueryAwareness { id })
+                    }
                 }
             }
             Effect::AnswerSyncStep1(state_vector) => self.command(at, |id| DocCommand::SyncStep1 {
@@ -637,7 +688,7 @@ impl Socket {
     fn verify(&mut self, at: usize, token: &str, v4: bool) -> Result<(), Ending> {
         if v4 && self.hp_ping_at.is_none() {
             self.hp_ping_at = self
-                .app
+                .env
                 .config
                 .hocuspocus_ping()
                 .map(|d| Instant::now() + d);
@@ -646,10 +697,10 @@ impl Socket {
         let entry = &mut self.entries[at];
         let opening = entry.link.is_none();
         let document = entry.address.split('\0').next().unwrap_or_default();
-        let verdict = if opening && open >= self.app.config.hocuspocus_max_sessions {
+        let verdict = if opening && open >= self.env.config.hocuspocus_max_sessions {
             Err(TOO_MANY_SESSIONS.to_owned())
         } else {
-            grant::grant(&self.app.auth, document, token, self.url_token.as_deref())
+            grant::grant(&self.env.auth, document, token, self.url_token.as_deref())
         };
         let effects = entry.session.handle(Event::Verdict(
             verdict.as_ref().map(|g| g.scope).map_err(Clone::clone),
@@ -658,14 +709,12 @@ impl Socket {
             Ok(granted) => match &mut entry.link {
                 Some(link) => link.set_deadlines(granted.exp),
                 None => {
-                    let (outbound, rx) = Outbound::channel(self.app.config.outbound_queue);
+                    let (outbound, rx) = Outbound::channel(self.env.config.outbound_queue);
                     let mut link = Link {
-                        id: self.app.next_conn_id.fetch_add(1, Ordering::Relaxed),
+                        id: self.env.next_conn_id.fetch_add(1, Ordering::Relaxed),
                         rx,
-                        joining: Some((granted.name, outbound)),
-                        handle: None,
-                        ask_at: None,
-                        ends_at: None,
+                        doc: LinkDoc::Joining(Box::new((granted.name, outbound))),
+                        token: None,
                     };
                     link.set_deadlines(granted.exp);
                     entry.link = Some(link);
@@ -711,7 +760,7 @@ impl Socket {
     fn join(&mut self, at: usize, name: DocName, outbound: Outbound) {
         let entry = &self.entries[at];
         let Some(link) = &entry.link else { return };
-        let (id, key, registry) = (link.id, entry.key, self.app.registry.clone());
+        let (id, key, registry) = (link.id, entry.key, self.env.registry.clone());
         let joined = Box::pin(async move {
             let joined = registry
                 .with_doc(&name, IfAbsent::Create, |handle| {
@@ -749,7 +798,7 @@ impl Socket {
         let Some(link) = &self.entries[at].link else {
             return Ok(());
         };
-        let Some(handle) = &link.handle else {
+        let Some(handle) = link.handle() else {
             return Ok(());
         };
         match handle.offer(make(link.id)) {
@@ -776,7 +825,7 @@ impl Socket {
         if let Some((link, handle)) = entry
             .link
             .as_ref()
-            .and_then(|link| link.handle.as_ref().map(|h| (link, h)))
+            .and_then(|link| link.handle().map(|h| (link, h)))
         {
             match handle.offer(DocCommand::Disconnect { id: link.id }) {
                 Ok(()) | Err(Offer::Gone) => {}
@@ -812,7 +861,7 @@ impl Socket {
                 match handle {
                     Some(handle) => {
                         if let Some(link) = &mut self.entries[at].link {
-                            link.handle = Some(handle);
+                            link.doc = LinkDoc::Joined(Some(handle));
                             crate::metrics::hocuspocus_sessions(1.0);
                         }
                         Ok(())
@@ -839,7 +888,7 @@ impl Socket {
         for entry in std::mem::take(&mut self.entries) {
             forget(&entry);
             if let Some(link) = &entry.link {
-                if let Some(handle) = &link.handle {
+                if let Some(handle) = link.handle() {
                     let _ = handle.send(DocCommand::Disconnect { id: link.id }).await;
                 }
             }
@@ -850,7 +899,7 @@ impl Socket {
 
 /// A session leaves the metrics.
 fn forget(entry: &Entry) {
-    if entry.link.as_ref().is_some_and(|l| l.handle.is_some()) {
+    if entry.link.as_ref().is_some_and(|l| l.handle().is_some()) {
         crate::metrics::hocuspocus_sessions(-1.0);
     }
 }
