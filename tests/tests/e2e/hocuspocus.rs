@@ -3,7 +3,7 @@
 //! The rules are those of the reference's §4; its H13 robustness cases are
 //! here too. The real `@hocuspocus/provider` runs in `tests/interop`.
 
-use crate::support::{text_of, text_update, Rest, WAIT};
+use crate::support::{metric, text_of, text_update, upgrade_with, HandClient, Rest, WAIT};
 use anyhow::{bail, ensure, Context, Result};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use quire_client::hocuspocus::{Heard, HocuspocusSocket, ServerMsg};
@@ -634,6 +634,117 @@ async fn only_v4_sockets_get_the_hocuspocus_ping() -> Result<()> {
     ensure!(
         heard.iter().all(|h| matches!(h, Heard::Frame { .. })),
         "{heard:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_upgrade_checks_the_origin_and_max_connections_counts_sockets() -> Result<()> {
+    let server = TestServer::start_with([
+        "--max-connections",
+        "1",
+        "--allowed-origins",
+        "http://app.example",
+    ])
+    .await?;
+    let url = format!("{}/hocuspocus", server.ws_address());
+    let bad = upgrade_with(&url, &[("origin", "http://evil.example")]).await?;
+    assert_eq!(bad.status(), 403);
+    let good = [("origin", "http://app.example")];
+    let open = upgrade_with(&url, &good).await?;
+    assert_eq!(open.status(), 101);
+    // One socket, whatever it carries, is one connection.
+    let second = upgrade_with(&url, &good).await?;
+    assert_eq!(second.status(), 503);
+    drop(open);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_socket_that_stops_reading_is_closed_without_holding_up_anyone() -> Result<()> {
+    const CHUNK: usize = 8 * 1024;
+    const MAX_SENT: usize = 32 << 20;
+    let server =
+        TestServer::start_with(["--outbound-queue", "8", "--max-outbound-bytes", "65536"]).await?;
+    let rest = Rest::new(&server);
+    let writer = server.client("firehose").await?;
+    writer.wait_synced(WAIT).await?;
+    let reader = server.client("firehose").await?;
+    reader.wait_synced(WAIT).await?;
+    // Authenticates a document, then never reads again; a small receive
+    // buffer keeps the kernel from absorbing much on its behalf.
+    let mut stalled = HandClient::upgrade(server.addr(), "/hocuspocus", &[], Some(4096)).await?;
+    assert_eq!(stalled.status, 101, "{}", stalled.head);
+    stalled
+        .send_binary(&quire_client::hocuspocus::client_frame(
+            "firehose",
+            &quire_client::hocuspocus::auth_body("", None),
+        ))
+        .await?;
+    rest.wait_metric("quire_sessions", &[("protocol", "hocuspocus")], |n| {
+        n == 1.0
+    })
+    .await?;
+    let mut sent = 0;
+    let mut round = 0usize;
+    loop {
+        for _ in 0..8 {
+            let letter = char::from(b'a' + (round % 26) as u8);
+            let text = writer.doc().get_or_insert_text("content");
+            let mut txn = writer.doc().transact_mut();
+            let len = text.len(&txn);
+            text.remove_range(&mut txn, 0, len);
+            text.insert(&mut txn, 0, &letter.to_string().repeat(CHUNK));
+            sent += CHUNK;
+            round += 1;
+        }
+        // A healthy y-websocket reader keeps up with every batch.
+        let expected = crate::support::state_vector(writer.doc());
+        reader
+            .wait_for(WAIT, |doc| crate::support::state_vector(doc) == expected)
+            .await
+            .with_context(|| format!("the healthy reader fell behind after {sent} bytes"))?;
+        let open = metric(
+            &rest.metrics().await?,
+            "quire_connections",
+            &[("protocol", "hocuspocus")],
+        );
+        if open == Some(0.0) {
+            break;
+        }
+        ensure!(
+            sent < MAX_SENT,
+            "the stalled socket was still open after {sent} bytes"
+        );
+    }
+    ensure!(
+        server.logs().contains("client too slow"),
+        "the server never logged closing a slow client"
+    );
+    stalled
+        .drain_to_end(WAIT)
+        .await
+        .context("the stalled socket was never closed")?;
+    assert_eq!(
+        metric(
+            &rest.metrics().await?,
+            "quire_sessions",
+            &[("protocol", "hocuspocus")]
+        ),
+        Some(0.0)
+    );
+    // The writer went on undisturbed: the server holds everything it sent.
+    let text = writer.doc().get_or_insert_text("content");
+    text.insert(&mut writer.doc().transact_mut(), 0, "the end ");
+    let expected = writer.text("content");
+    let server_has = crate::support::eventually(|| async {
+        let got = rest.text("firehose", "content").await?;
+        Ok((got == expected).then_some(()))
+    })
+    .await;
+    ensure!(
+        server_has.is_ok(),
+        "the server never got the writer's last update"
     );
     Ok(())
 }
