@@ -68,6 +68,27 @@ pub(super) fn deadlines(exp: u64, now_unix_secs: u64) -> (Duration, Duration) {
     (ask, ends)
 }
 
+/// A session's token before a refresh: its `exp`, and whether the provider
+/// was asked for a new one already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Asked {
+    pub(super) exp: u64,
+    pub(super) asked: bool,
+}
+
+/// Whether a session whose token now expires at `exp` is to be asked for a
+/// new one (at `deadlines`' time): always for its first token, and after a
+/// refresh only if the new token expires later than the one it replaces or
+/// the provider was not asked yet. A provider that answers the request with
+/// the token it already has would otherwise be asked again at once, and
+/// again, until the rate limit closed the whole socket.
+pub(super) fn ask_again(before: Option<Asked>, exp: u64) -> bool {
+    match before {
+        None => true,
+        Some(Asked { exp: old, asked }) => !asked || exp > old,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +120,49 @@ mod tests {
         Option<&'a str>,
         Option<Scope>,
     );
+
+    #[test]
+    fn a_provider_is_asked_for_a_new_token_once_per_token() {
+        let cases = [
+            // (before the refresh, the new exp, ask for a new token?)
+            (None, 100, true),
+            (
+                Some(Asked {
+                    exp: 100,
+                    asked: false,
+                }),
+                100,
+                true,
+            ),
+            (
+                Some(Asked {
+                    exp: 100,
+                    asked: true,
+                }),
+                100,
+                false,
+            ),
+            (
+                Some(Asked {
+                    exp: 100,
+                    asked: true,
+                }),
+                90,
+                false,
+            ),
+            (
+                Some(Asked {
+                    exp: 100,
+                    asked: true,
+                }),
+                160,
+                true,
+            ),
+        ];
+        for (before, exp, want) in cases {
+            assert_eq!(ask_again(before, exp), want, "{before:?} then exp {exp}");
+        }
+    }
 
     #[test]
     fn what_an_auth_frame_grants() {

@@ -174,6 +174,8 @@ enum LinkDoc {
 /// When the provider is asked for a fresh token, and when the session ends
 /// without one; each `None` once passed.
 struct TokenDeadlines {
+    /// The token's `exp`.
+    exp: u64,
     ask_at: Option<Instant>,
     ends_at: Option<Instant>,
 }
@@ -187,12 +189,17 @@ impl Link {
     }
 
     fn set_deadlines(&mut self, exp: Option<u64>) {
+        let before = self.token.as_ref().map(|t| grant::Asked {
+            exp: t.exp,
+            asked: t.ask_at.is_none(),
+        });
         self.token = exp.map(|exp| {
             let now_unix = chrono::Utc::now().timestamp().max(0) as u64;
             let (ask, ends) = grant::deadlines(exp, now_unix);
             let now = Instant::now();
             Box::new(TokenDeadlines {
-                ask_at: Some(now + ask),
+                exp,
+                ask_at: grant::ask_again(before, exp).then(|| now + ask),
                 ends_at: Some(now + ends),
             })
         });
