@@ -443,10 +443,8 @@ fn same_json<A: ReadTxn, B: ReadTxn>(
     b: &B,
     b_root: Option<BranchPtr>,
 ) -> bool {
-    let json =
-        |txn: &dyn Fn(BranchPtr) -> serde_json::Value, root: Option<BranchPtr>| root.map(txn);
-    let left = json(&|r| export::value_json(a, &Out::UndefinedRef(r)), a_root);
-    let right = json(&|r| export::value_json(b, &Out::UndefinedRef(r)), b_root);
+    let left = a_root.map(|r| export::value_json(a, &Out::UndefinedRef(r)));
+    let right = b_root.map(|r| export::value_json(b, &Out::UndefinedRef(r)));
     left.unwrap_or(serde_json::Value::Null) == right.unwrap_or(serde_json::Value::Null)
 }
 

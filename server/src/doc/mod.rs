@@ -41,7 +41,7 @@ mod wakeup;
 pub use close::CloseReason;
 pub use command::{
     ApplyError, BackupState, ConnId, DeleteOrigin, DocCommand, DocEvent, DocInfo, Gone,
-    SnapshotBody, SnapshotFormat, SnapshotRequest, Subscription,
+    HistoryCommand, HistoryFailure, SnapshotBody, SnapshotFormat, SnapshotRequest, Subscription,
 };
 pub use handle::{DocHandle, DocStats};
 pub use load::OpenError;
