@@ -239,6 +239,27 @@ async fn ask<T: Send + 'static>(
         .map_err(history_error)
 }
 
+/// Whether the document is loaded or stored, without loading it (a listing
+/// must not keep a document in memory).
+async fn exists(app: &AppState, name: &DocName) -> Result<bool, AppError> {
+    if app.registry.loaded_stats().iter().any(|(n, _)| n == name) {
+        return Ok(true);
+    }
+    let prefix = name.as_str().to_owned();
+    let first = match app.registry.record() {
+        Some(record) => record
+            .list(&prefix, None, 1)
+            .await
+            .map_err(|e| storage_error(e.into()))?,
+        None => app
+            .store
+            .list(prefix, None, 1)
+            .await
+            .map_err(|e| storage_error(e.into()))?,
+    };
+    Ok(first.first().is_some_and(|(n, _)| n == name.as_str()))
+}
+
 fn require_read(access: &Access, doc: &DocName) -> Result<(), AppError> {
     access.require_read(doc)
 }
@@ -263,13 +284,8 @@ pub async fn list(
 ) -> Result<Json<VersionList>, AppError> {
     require_read(&access, &name)?;
     let listed = versions(&app).list(&name).await.map_err(storage_error)?;
-    if listed.is_empty() {
-        // No versions: a document that exists, or none at all?
-        app.registry
-            .with_doc(&name, IfAbsent::NotFound, |h| async move {
-                h.request(|reply| DocCommand::Info { reply }).await
-            })
-            .await?;
+    if listed.is_empty() && !exists(&app, &name).await? {
+        return Err(AppError::NotFound("document not found".into()));
     }
     Ok(Json(VersionList {
         versions: listed.into_iter().map(VersionBody::from).collect(),

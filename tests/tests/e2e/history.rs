@@ -67,6 +67,26 @@ async fn version_text(rest: &Rest, id: u64, root: &str) -> Result<String> {
     Ok(response.text().await?)
 }
 
+/// Waits until the server's copy of text `root` of `DOC` is `expected`.
+async fn wait_server_text(rest: &Rest, root: &str, expected: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let response = rest
+            .get(&format!("/api/docs/{DOC}/snapshot?format=text&root={root}"))
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if status == 200 && text == expected {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "server text is {status} {text:?}, waited for {expected:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// POSTs and expects 201 with a version.
 async fn post_version(rest: &Rest, path: &str, body: Option<Value>) -> Result<Value> {
     let response = match body {
@@ -244,6 +264,7 @@ async fn version_routes_answer_json_errors_for_what_does_not_exist() -> Result<(
     let client = Client::connect(server.client_config(DOC)).await?;
     client.wait_synced(WAIT).await?;
     append(&client, "t", "x");
+    wait_server_text(&rest, "t", "x").await?;
     let v = post_version(&rest, &format!("/api/docs/{DOC}/versions"), None).await?;
     let id = v["id"].as_u64().context("id")?;
     let cases: Vec<(String, u16)> = vec![
@@ -316,6 +337,7 @@ async fn a_read_token_lists_and_exports_versions_but_cannot_record_or_restore() 
     writer.wait_synced(WAIT).await?;
     append(&writer, "t", "signed");
     let admin = Rest::with_token(&server, ADMIN);
+    wait_server_text(&admin, "t", "signed").await?;
     let v = post_version(&admin, &format!("/api/docs/{DOC}/versions"), None).await?;
     let id = v["id"].as_u64().context("id")?;
 
@@ -346,5 +368,37 @@ async fn a_read_token_lists_and_exports_versions_but_cannot_record_or_restore() 
         None,
     )
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_document_leaving_memory_records_a_version_and_deleting_it_deletes_its_versions(
+) -> Result<()> {
+    let server = TestServer::start_with(["--idle-unload-secs", "1"]).await?;
+    let rest = Rest::new(&server);
+    let mut client = Client::connect(server.client_config(DOC)).await?;
+    client.wait_synced(WAIT).await?;
+    append(&client, "t", "before leaving");
+    wait_server_text(&rest, "t", "before leaving").await?;
+    client.disconnect().await?;
+    let listed = wait_versions(&rest, 1).await?;
+    assert_eq!(listed[0]["trigger"], "unload", "{listed:?}");
+    let id = listed[0]["id"].as_u64().context("id")?;
+    assert_eq!(version_text(&rest, id, "t").await?, "before leaving");
+
+    let deleted = rest.delete(&format!("/api/docs/{DOC}")).await?;
+    assert_eq!(deleted.status().as_u16(), 204);
+    let created = rest
+        .post(
+            &format!("/api/docs/{DOC}/updates"),
+            crate::support::text_update("t", "anew"),
+        )
+        .await?;
+    assert_eq!(created.status().as_u16(), 204);
+    assert!(versions(&rest).await?.is_empty());
+    let gone = rest
+        .get(&format!("/api/docs/{DOC}/versions/{id}/snapshot"))
+        .await?;
+    assert_eq!(gone.status().as_u16(), 404);
     Ok(())
 }
