@@ -19,9 +19,11 @@
 //! | [`restart`] | a node restarted on a stale sled copy catches up from its peers |
 //! | [`record`] | PostgreSQL as the shared record: fresh disks, a PostgreSQL crash, a delete against an old spool |
 //! | [`backup`] | with the shared record, one node's backup holds every node's documents |
+//! | [`history`] | versions in PostgreSQL: recorded on one node, restored on another, seen by clients of both |
 
 mod backup;
 mod failover;
+mod history;
 mod outage;
 mod record;
 mod relay;
