@@ -6,8 +6,11 @@
 //!
 //! ```sh
 //! gunzip -c tests/data/editing-traces/automerge-paper.json.gz > target/tmp/b4.json
-//! cargo run --release -p crdt-core --example history_cost -- target/tmp/b4.json
+//! cargo run --release -p crdt-core --example history_cost -- target/tmp/b4.json [DIR]
 //! ```
+//!
+//! With `DIR`, the states half way and at the end are written there
+//! (`b4-half.bin`, `b4-final.bin`), to replay through a server.
 
 use crdt_core::history::{document_at, restore_update_v1, snapshot_v1, text_diff};
 use crdt_core::Document;
@@ -63,6 +66,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         drop(t);
         live.apply_update_v1(&update)?;
         if i + 1 == half {
+            if let Some(dir) = std::env::args().nth(2) {
+                // For measuring through the server: the state half way.
+                std::fs::write(format!("{dir}/b4-half.bin"), live.encode_state_v1())?;
+            }
             half_snapshot = snapshot_v1(&live);
             half_text = live.root_text("text").unwrap_or_default();
         }
@@ -70,6 +77,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let state = client
         .transact()
         .encode_state_as_update_v1(&StateVector::default());
+    if let Some(dir) = std::env::args().nth(2) {
+        std::fs::write(format!("{dir}/b4-final.bin"), live.encode_state_v1())?;
+    }
     println!(
         "B4: {} transactions, final text {} chars, document {} bytes (v1)",
         txns.len(),
