@@ -16,7 +16,7 @@ use crate::state::AppState;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -516,10 +516,4 @@ pub async fn restore(
     })
     .await?;
     Ok((StatusCode::CREATED, Json(VersionBody::from(meta))))
-}
-
-impl IntoResponse for VersionBody {
-    fn into_response(self) -> Response {
-        Json(self).into_response()
-    }
 }
