@@ -103,6 +103,11 @@ fn out_to_json<T: ReadTxn>(txn: &T, out: &Out) -> Value {
     }
 }
 
+/// JSON of any value, as the exports write it (for comparing versions).
+pub(crate) fn value_json<T: ReadTxn>(txn: &T, out: &Out) -> Value {
+    out_to_json(txn, out)
+}
+
 fn map_to_json<T: ReadTxn>(txn: &T, branch: BranchPtr) -> Value {
     let mut object = JsonMap::new();
     for (key, value) in MapRef::from(branch).iter(txn) {

@@ -3,7 +3,7 @@
 //! Everything here is pure computation over bytes: the y-websocket protocol
 //! codecs ([`protocol`], [`awareness`], [`state_vector`]), a document that
 //! accepts untrusted updates ([`Document`], guarded by [`validate`] and a
-//! bound on how deeply shared types nest), exports ([`export`]) and the
+//! bound on how deeply shared types nest), exports ([`export`]), versions ([`history`]) and the
 //! node-to-node messages of a cluster ([`cluster`]). The Hocuspocus dialect
 //! ([`hocuspocus`]) wraps the same sync and awareness bodies in an address
 //! and adds a per-document session state machine. `docs/fuzzing.md` says
@@ -18,6 +18,7 @@ pub mod awareness;
 pub mod cluster;
 pub mod document;
 pub mod export;
+pub mod history;
 pub mod hocuspocus;
 mod nesting;
 pub mod protocol;

@@ -13,6 +13,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
 pub const DEFAULT_IDLE_UNLOAD_SECS: u64 = 30;
 pub const DEFAULT_SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_COMPACT_LOG_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_HISTORY_QUIET_SECS: u64 = 30;
+pub const DEFAULT_HISTORY_MAX_VERSIONS: u32 = 100;
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_DOC_BYTES: u64 = 256 * 1024 * 1024;
@@ -168,6 +170,18 @@ pub struct Config {
     /// more than this many bytes.
     #[arg(long, env = "QUIRE_COMPACT_LOG_BYTES", default_value_t = DEFAULT_COMPACT_LOG_BYTES)]
     pub compact_log_bytes: u64,
+
+    /// A version of a document is recorded once no update arrived for this
+    /// many seconds after one that changed it (and when it unloads).
+    #[arg(long, env = "QUIRE_HISTORY_QUIET_SECS", default_value_t = DEFAULT_HISTORY_QUIET_SECS,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_quiet_secs: u64,
+
+    /// Versions kept per document; past it the oldest automatic ones
+    /// (`auto`, `unload`) go first, then the oldest of the others.
+    #[arg(long, env = "QUIRE_HISTORY_MAX_VERSIONS", default_value_t = DEFAULT_HISTORY_MAX_VERSIONS,
+        value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub history_max_versions: u32,
 
     /// Updates applied within this many milliseconds are relayed together:
     /// each client gets them in one write. 0 relays as soon as the

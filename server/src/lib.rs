@@ -14,6 +14,7 @@ pub mod doc;
 pub mod error;
 pub mod extract;
 pub mod fdlimit;
+pub mod history;
 pub mod journal;
 pub mod limits;
 pub mod metrics;
@@ -25,6 +26,7 @@ pub mod server;
 pub mod sse;
 pub mod state;
 pub mod store;
+pub mod versions_rest;
 pub mod web;
 pub mod ws;
 

@@ -124,6 +124,15 @@ fn describe() {
         "quire_backups_total",
         "GET /api/backup archives, by result: written (manifest included) or failed (cut short)"
     );
+    describe_counter!(
+        "quire_versions_recorded_total",
+        "Versions of documents recorded, by trigger (auto, unload, manual, restore)"
+    );
+    describe_histogram!(
+        "quire_version_record_seconds",
+        Unit::Seconds,
+        "Time an actor spends recording a version: the snapshot and its write"
+    );
     describe_histogram!(
         "quire_flush_seconds",
         Unit::Seconds,
@@ -175,6 +184,11 @@ pub fn frame_sent(bytes: usize) {
 
 pub fn rejected_frame(reason: &'static str) {
     metrics::counter!("quire_frames_rejected_total", "reason" => reason).increment(1);
+}
+
+pub fn version_recorded(trigger: &'static str, elapsed: Duration) {
+    metrics::counter!("quire_versions_recorded_total", "trigger" => trigger).increment(1);
+    metrics::histogram!("quire_version_record_seconds").record(elapsed.as_secs_f64());
 }
 
 pub fn update_applied(elapsed: Duration) {

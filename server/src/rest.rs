@@ -112,7 +112,7 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -311,18 +311,42 @@ pub fn decode_base64(input: &str) -> Result<Vec<u8>, AppError> {
         .map_err(|e| AppError::BadRequest(format!("state_vector is not base64: {e}")))
 }
 
+/// The format a snapshot query asks for (live or of a version).
+pub(crate) fn snapshot_format(
+    format: Option<SnapshotFormatName>,
+    root: Option<String>,
+) -> Result<SnapshotFormat, AppError> {
+    Ok(match format.unwrap_or(SnapshotFormatName::Yjs) {
+        SnapshotFormatName::Yjs => SnapshotFormat::Yjs,
+        SnapshotFormatName::YjsV2 => SnapshotFormat::YjsV2,
+        SnapshotFormatName::Json => SnapshotFormat::Json,
+        SnapshotFormatName::Text => SnapshotFormat::Text {
+            root: root.ok_or_else(|| AppError::BadRequest("format=text needs root=NAME".into()))?,
+        },
+    })
+}
+
+/// A snapshot as its response: binary, JSON or text; 404 without the root.
+pub(crate) fn snapshot_response(body: SnapshotBody) -> Result<Response, AppError> {
+    Ok(match body {
+        SnapshotBody::Binary(bytes) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        SnapshotBody::Json(value) => Json(value).into_response(),
+        SnapshotBody::Text(text) => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+        }
+        SnapshotBody::NoSuchRoot(root) => {
+            return Err(AppError::NotFound(format!(
+                "document has no root named {root:?}"
+            )))
+        }
+    })
+}
+
 impl SnapshotQuery {
     fn into_request(self) -> Result<SnapshotRequest, AppError> {
-        let format = match self.format.unwrap_or(SnapshotFormatName::Yjs) {
-            SnapshotFormatName::Yjs => SnapshotFormat::Yjs,
-            SnapshotFormatName::YjsV2 => SnapshotFormat::YjsV2,
-            SnapshotFormatName::Json => SnapshotFormat::Json,
-            SnapshotFormatName::Text => SnapshotFormat::Text {
-                root: self
-                    .root
-                    .ok_or_else(|| AppError::BadRequest("format=text needs root=NAME".into()))?,
-            },
-        };
+        let format = snapshot_format(self.format, self.root)?;
         let state_vector = match self.state_vector {
             None => None,
             Some(encoded) => {
@@ -383,20 +407,7 @@ pub async fn snapshot(
             }
         })
         .await?;
-    Ok(match body {
-        SnapshotBody::Binary(bytes) => {
-            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
-        }
-        SnapshotBody::Json(value) => Json(value).into_response(),
-        SnapshotBody::Text(text) => {
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
-        }
-        SnapshotBody::NoSuchRoot(root) => {
-            return Err(AppError::NotFound(format!(
-                "document has no root named {root:?}"
-            )))
-        }
-    })
+    snapshot_response(body)
 }
 
 #[utoipa::path(post, path = "/api/docs/{doc}/updates", tag = "documents",

@@ -7,7 +7,7 @@ use crate::doc::Registry;
 use crate::record::{upload, Record, RecordError};
 use crate::state::AppState;
 use crate::store::{Spool, Store, StoreError, StoreOptions};
-use crate::{request, rest, web, ws};
+use crate::{request, rest, versions_rest, web, ws};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -62,6 +62,7 @@ pub enum ServeError {
     modifiers(&SecuritySchemes),
     tags(
         (name = "documents", description = "Documents, snapshots, updates and the change feed"),
+        (name = "history", description = "Versions of documents: list, record, export, diff, restore"),
         (name = "access", description = "Access tokens"),
         (name = "operations", description = "Health, readiness, metrics, backups"),
     )
@@ -111,6 +112,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::sse::events))
         .routes(routes!(rest::post_update))
         .routes(routes!(rest::post_stateless))
+        .routes(routes!(versions_rest::list, versions_rest::save))
+        .routes(routes!(versions_rest::snapshot))
+        .routes(routes!(versions_rest::diff))
+        .routes(routes!(versions_rest::restore))
         .routes(routes!(rest::mint_token))
         .routes(routes!(crate::backup::http::backup))
         .routes(routes!(rest::healthz))

@@ -22,6 +22,7 @@
 //! change it there together with the `*_key` functions below.
 
 use crate::datadir::DataDirError;
+use crate::history::{NewVersion, StoredVersion, VersionMeta};
 use crate::journal::{Journal, Loss, Record, Verdict};
 use crate::names::DocName;
 use bytes::Bytes;
@@ -219,6 +220,23 @@ enum Op {
     },
     Flush {
         reply: Reply<()>,
+    },
+    /// Records a version (next id) and prunes down to `keep`.
+    SaveVersion {
+        doc: DocName,
+        version: NewVersion,
+        keep: usize,
+        reply: Reply<VersionMeta>,
+    },
+    /// A document's versions, newest first.
+    Versions {
+        doc: DocName,
+        reply: Reply<Vec<VersionMeta>>,
+    },
+    Version {
+        doc: DocName,
+        id: u64,
+        reply: Reply<Option<StoredVersion>>,
     },
     Shutdown {
         reply: Reply<()>,
@@ -488,6 +506,36 @@ impl Store {
         self.call(|reply| Op::Unspool { through, reply }).await
     }
 
+    /// Records a version of `doc` and prunes its versions down to `keep`;
+    /// written with the next group commit.
+    pub async fn save_version(
+        &self,
+        doc: DocName,
+        version: NewVersion,
+        keep: usize,
+    ) -> Result<VersionMeta, StoreError> {
+        self.call(|reply| Op::SaveVersion {
+            doc,
+            version,
+            keep,
+            reply,
+        })
+        .await
+    }
+
+    /// Every version of `doc`, newest first.
+    pub async fn versions(&self, doc: DocName) -> Result<Vec<VersionMeta>, StoreError> {
+        self.call(|reply| Op::Versions { doc, reply }).await
+    }
+
+    pub async fn version(
+        &self,
+        doc: DocName,
+        id: u64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        self.call(|reply| Op::Version { doc, id, reply }).await
+    }
+
     /// Flushes and stops the storage thread; later calls fail with `Closed`.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
         self.call(|reply| Op::Shutdown { reply }).await
@@ -530,6 +578,67 @@ fn log_key(doc: &str, seq: u64) -> Vec<u8> {
     let mut k = log_prefix(doc);
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// `h{name}\0`: the prefix of one document's versions.
+fn version_prefix(doc: &str) -> Vec<u8> {
+    let mut k = meta_key(doc);
+    k[0] = b'h';
+    k.push(0);
+    k
+}
+
+fn version_key(doc: &str, id: u64) -> Vec<u8> {
+    let mut k = version_prefix(doc);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn stored_versions(db: &sled::Db, doc: &DocName) -> Result<Vec<StoredVersion>, StoreError> {
+    let prefix = version_prefix(doc.as_str());
+    let mut versions = Vec::new();
+    for entry in db.scan_prefix(&prefix) {
+        let (key, value) = entry?;
+        let id = seq_of(&key, prefix.len())?;
+        versions.push(
+            crate::history::decode_sled(id, &value)
+                .ok_or_else(|| StoreError::Corrupt(format!("version {id} of {doc}")))?,
+        );
+    }
+    Ok(versions)
+}
+
+fn save_version(
+    db: &sled::Db,
+    doc: &DocName,
+    version: NewVersion,
+    keep: usize,
+) -> Result<VersionMeta, StoreError> {
+    let existing: Vec<VersionMeta> = stored_versions(db, doc)?
+        .into_iter()
+        .map(|v| v.meta)
+        .collect();
+    let id = existing.iter().map(|v| v.id).max().unwrap_or(0) + 1;
+    let meta = VersionMeta {
+        id,
+        created_at_ms: version.created_at_ms,
+        label: version.label.clone(),
+        trigger: version.trigger,
+        clients: version.clients,
+        size: version.snapshot.len() as u64,
+    };
+    let mut batch = sled::Batch::default();
+    batch.insert(
+        version_key(doc.as_str(), id),
+        crate::history::encode_sled(&version),
+    );
+    let mut all = existing;
+    all.push(meta.clone());
+    for old in crate::history::to_prune(&all, keep) {
+        batch.remove(version_key(doc.as_str(), old));
+    }
+    db.apply_batch(batch)?;
+    Ok(meta)
 }
 
 /// A spooled update: `u{seq u64 BE}` (see ARCHITECTURE.md).
@@ -1064,6 +1173,46 @@ impl Worker {
             Op::Flush { reply } => {
                 let _ = reply.send(self.flush());
             }
+            Op::SaveVersion {
+                doc,
+                version,
+                keep,
+                reply,
+            } => {
+                let result = self
+                    .writable()
+                    .and_then(|db| save_version(db, &doc, version, keep));
+                let result = self.observe(result);
+                if result.is_ok() {
+                    self.touched.insert(doc.as_str().to_owned());
+                    self.mark_dirty();
+                }
+                let _ = reply.send(result);
+            }
+            Op::Versions { doc, reply } => {
+                let result = self.readable().and_then(|db| {
+                    let mut metas: Vec<VersionMeta> = stored_versions(db, &doc)?
+                        .into_iter()
+                        .map(|v| v.meta)
+                        .collect();
+                    metas.reverse();
+                    Ok(metas)
+                });
+                let _ = reply.send(self.observe_read(result));
+            }
+            Op::Version { doc, id, reply } => {
+                let result = self.readable().and_then(|db| {
+                    Ok(match db.get(version_key(doc.as_str(), id))? {
+                        Some(raw) => {
+                            Some(crate::history::decode_sled(id, &raw).ok_or_else(|| {
+                                StoreError::Corrupt(format!("version {id} of {doc}"))
+                            })?)
+                        }
+                        None => None,
+                    })
+                });
+                let _ = reply.send(self.observe_read(result));
+            }
             Op::Enqueue { doc, update, done } => {
                 let result = match self.spool {
                     None => Ok(None),
@@ -1153,6 +1302,11 @@ fn delete(
     let remove = meta.is_some_and(|m| !only_if_older || m.updated_at_ms <= at_ms);
     if remove {
         for entry in db.scan_prefix(log_prefix(doc.as_str())) {
+            let (key, _) = entry?;
+            batch.remove(key);
+        }
+        // Its versions go with it.
+        for entry in db.scan_prefix(version_prefix(doc.as_str())) {
             let (key, _) = entry?;
             batch.remove(key);
         }

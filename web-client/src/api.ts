@@ -106,6 +106,45 @@ export async function fetchExport(name: string, format: ExportFormat): Promise<B
   return await response.blob()
 }
 
+/** A version of a document (`GET /api/docs/{doc}/versions`). */
+export interface Version {
+  id: number
+  created_at: string
+  label: string | null
+  trigger: 'auto' | 'unload' | 'manual' | 'restore'
+  size: number
+  clients: number
+}
+
+/** The document's versions, newest first. */
+export async function listVersions(name: string): Promise<Version[]> {
+  const response = await fetch(`${docApiPath(name)}/versions`, { headers: authHeaders() })
+  if (!response.ok) throw await errorOf(response)
+  return ((await response.json()) as { versions: Version[] }).versions
+}
+
+/** The plain text of `root` as it was at version `id`. */
+export async function fetchVersionText(name: string, id: number, root: string): Promise<string> {
+  const query = new URLSearchParams({ format: 'text', root })
+  const response = await fetch(`${docApiPath(name)}/versions/${id}/snapshot?${query}`, { headers: authHeaders() })
+  if (!response.ok) throw await errorOf(response)
+  return await response.text()
+}
+
+/** Records a version of the document as it is now. */
+export async function saveVersion(name: string): Promise<Version> {
+  const response = await fetch(`${docApiPath(name)}/versions`, { method: 'POST', headers: authHeaders() })
+  if (!response.ok) throw await errorOf(response)
+  return (await response.json()) as Version
+}
+
+/** Restores version `id`; answers the version the restore produced. */
+export async function restoreVersion(name: string, id: number): Promise<Version> {
+  const response = await fetch(`${docApiPath(name)}/versions/${id}/restore`, { method: 'POST', headers: authHeaders() })
+  if (!response.ok) throw await errorOf(response)
+  return (await response.json()) as Version
+}
+
 /**
  * The `scope` claim of a JWT access token, read without verifying it: only to
  * tell the user up front that their link is read-only. The server decides.

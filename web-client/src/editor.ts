@@ -5,7 +5,8 @@
 // WebsocketProvider on `/ws/{doc}`. Presence (name, colour, caret) travels as
 // awareness. When the browser goes offline the provider is disconnected on
 // purpose: edits keep landing in the local Y.Doc and are exchanged by state
-// vector when the provider connects again.
+// vector when the provider connects again. The side bar's history panel
+// (`history.ts`) lists, previews and restores the server's versions.
 
 import { Editor } from '@tiptap/core'
 import StarterKit from '@tiptap/starter-kit'
@@ -18,6 +19,7 @@ import { readAuthMessage } from 'y-protocols/auth'
 import { docPageUrl, fetchExport, FRAGMENT_ROOT, nameProblem, token, tokenScope, ApiError, type ExportFormat } from './api'
 import { identity, onIdentityChange, type Identity } from './identity'
 import { ConnectionStatus, STATUS_TEXT, type StatusSnapshot } from './status'
+import { createHistoryPanel } from './history'
 import { createToolbar } from './toolbar'
 import { avatar, brand, copyText, download, h, icon, identityChip, toast } from './ui'
 
@@ -209,6 +211,15 @@ export function renderEditor(root: HTMLElement, docName: string) {
       h('span', { class: 'export-text' }, h('span', { class: 'export-label' }, label), h('span', { class: 'export-note' }, note)),
     ),
   )
+  const history = createHistoryPanel(
+    docName,
+    () => tokenScope() !== 'read' && document.body.dataset.readonly !== 'true',
+    () => provider.wsconnected,
+  )
+  // The document exists on the server once this editor has synced with it.
+  provider.on('sync', (synced: boolean) => {
+    if (synced) void history.refresh()
+  })
   const aside = h(
     'aside',
     { class: 'sidebar' },
@@ -220,6 +231,7 @@ export function renderEditor(root: HTMLElement, docName: string) {
       h('div', { class: 'export-list' }, ...exportButtons),
       h('p', { class: 'side-note' }, 'Exports are the server’s copy of the document.'),
     ),
+    history.element,
   )
 
   async function exportAs(format: ExportFormat, ext: string) {

@@ -13,7 +13,7 @@
 use super::close::CloseReason;
 use super::command::{
     ApplyError, BackupState, ConnId, DeleteOrigin, Dialect, DocCommand, DocEvent, DocInfo,
-    SnapshotBody, SnapshotFormat, SnapshotRequest, Subscription,
+    HistoryCommand, HistoryFailure, SnapshotBody, SnapshotFormat, SnapshotRequest, Subscription,
 };
 use super::conns::{Connections, Departures};
 use super::content::{need, Content, Need, Warm};
@@ -27,6 +27,7 @@ use super::mailbox::MailboxReceiver;
 use super::peers::{PeerSync, Presence, Reach};
 use super::settings::{ActorSettings, Durability};
 use crate::cluster::Cluster;
+use crate::history::{NewVersion, Trigger, VersionMeta, Versions};
 use crate::names::DocName;
 use crate::record::{Record, RecordError};
 use crate::store::{Snapshot, Store, StoreError};
@@ -117,6 +118,10 @@ pub(super) struct DocActor {
     /// whole state for sure: if it moved since, appends may have been lost
     /// and only a whole-state compaction is safe.
     persisted_outages: u64,
+    /// When this node last changed the document (a client's or REST's
+    /// update) with no version recorded since: a version is due once it
+    /// has been quiet for `--history-quiet-secs`.
+    unversioned_since: Option<Instant>,
 }
 
 fn now_ms() -> i64 {
@@ -153,6 +158,7 @@ impl DocActor {
             events: None,
             peers,
             persisted_outages,
+            unversioned_since: None,
         }
     }
 
@@ -181,6 +187,9 @@ impl DocActor {
                 let idle_deadline = idle_since.map(|t| t + self.env.settings.idle_unload);
                 let waiter_deadline = self.peers.as_ref().and_then(|peers| peers.next_deadline());
                 let flush_deadline = self.conns.flush_deadline();
+                let version_deadline = self
+                    .unversioned_since
+                    .map(|t| t + self.env.settings.history_quiet);
                 tokio::select! {
                     command = rx.recv() => match command {
                         Some(command) => {
@@ -214,6 +223,9 @@ impl DocActor {
                     }
                     _ = tick(&mut resync) => self.request_sync(Reach::Loaded, Presence::Skip),
                     _ = sleep_until(flush_deadline) => self.flush(),
+                    _ = sleep_until(version_deadline) => {
+                        let _ = Box::pin(self.record_version(Trigger::Auto, None)).await;
+                    }
                     _ = sleep_until(idle_deadline) => {
                         // Change-feed subscribers keep a document loaded too,
                         // and so does storage that cannot take its state:
@@ -236,6 +248,9 @@ impl DocActor {
             self.flush();
             if let Some(peers) = &self.peers {
                 peers.unsubscribe();
+            }
+            if self.unversioned_since.is_some() {
+                let _ = Box::pin(self.record_version(Trigger::Unload, None)).await;
             }
             Box::pin(self.persist_before_exit()).await;
             if let Some(record) = &self.env.record {
@@ -419,6 +434,7 @@ impl DocActor {
                     updated_at_ms: self.position.updated_at_ms(),
                 });
             }
+            DocCommand::History(command) => self.history(*command).await,
             DocCommand::AwaitPeers { reply } => {
                 let empty = self.is_empty();
                 match &mut self.peers {
@@ -488,6 +504,10 @@ impl DocActor {
         if faults::after_append(durability, stored.is_ok()) == AfterAppend::Withhold {
             return Err(ApplyError::StorageUnavailable);
         }
+        if source != Source::Peer {
+            // The node that took the edit records its versions.
+            self.unversioned_since = Some(Instant::now());
+        }
         let departed = self
             .conns
             .relay_update(Bytes::from(encode_update(&update)), origin);
@@ -510,6 +530,110 @@ impl DocActor {
             let _ = self.compact(false, false).await;
         }
         Ok(())
+    }
+
+    /// Records the document's current state as a version. A failure is
+    /// logged (automatic versions) and returned (requested ones); the
+    /// document stays due for a version.
+    async fn record_version(
+        &mut self,
+        trigger: Trigger,
+        label: Option<String>,
+    ) -> Result<VersionMeta, HistoryFailure> {
+        let Some(warm) = self.warm() else {
+            return Err(HistoryFailure::Apply(ApplyError::Document(
+                DocumentError::Poisoned,
+            )));
+        };
+        let started = std::time::Instant::now();
+        let snapshot = crdt_core::history::snapshot_v1(warm.doc());
+        let version = NewVersion {
+            created_at_ms: now_ms(),
+            label,
+            trigger,
+            clients: self.conns.len().min(u32::MAX as usize) as u32,
+            snapshot,
+        };
+        let versions = Versions::new(&self.env.store, self.env.record.as_ref());
+        let keep = self.env.settings.history_max_versions;
+        match versions.save(&self.name, version, keep).await {
+            Ok(meta) => {
+                self.unversioned_since = None;
+                crate::metrics::version_recorded(trigger.as_str(), started.elapsed());
+                tracing::debug!(id = meta.id, trigger = trigger.as_str(), "version recorded");
+                Ok(meta)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, trigger = trigger.as_str(), "version not recorded");
+                // Retried after the next quiet period, not in a loop.
+                if self.unversioned_since.is_some() {
+                    self.unversioned_since = Some(Instant::now());
+                }
+                Err(HistoryFailure::Storage(e))
+            }
+        }
+    }
+
+    async fn history(&mut self, command: HistoryCommand) {
+        match command {
+            HistoryCommand::Save { label, reply } => {
+                let _ = reply.send(self.record_version(Trigger::Manual, label).await);
+            }
+            HistoryCommand::Export {
+                snapshot: version,
+                format,
+                reply,
+            } => {
+                let Some(warm) = self.warm() else { return };
+                let body = crdt_core::history::document_at(warm.doc(), &version)
+                    .map(|past| {
+                        snapshot(
+                            &past,
+                            SnapshotRequest {
+                                format,
+                                state_vector: None,
+                            },
+                        )
+                    })
+                    .map_err(HistoryFailure::from);
+                let _ = reply.send(body);
+            }
+            HistoryCommand::Diff {
+                from,
+                to,
+                root,
+                reply,
+            } => {
+                let Some(warm) = self.warm() else { return };
+                let _ = reply.send(diff(warm.doc(), &from, to.as_deref(), root));
+            }
+            HistoryCommand::Restore {
+                id,
+                snapshot: version,
+                reply,
+            } => {
+                let _ = reply.send(self.restore(id, &version).await);
+            }
+        }
+    }
+
+    /// One update that brings the live document back to `version`,
+    /// applied like a REST update (persisted, relayed to every client and
+    /// node), then the result recorded as a version.
+    async fn restore(&mut self, id: u64, version: &[u8]) -> Result<VersionMeta, HistoryFailure> {
+        let Some(warm) = self.warm() else {
+            return Err(HistoryFailure::Apply(ApplyError::Document(
+                DocumentError::Poisoned,
+            )));
+        };
+        let past = crdt_core::history::document_at(warm.doc(), version)?;
+        let update = crdt_core::history::restore_update_v1(warm.doc(), &past)?;
+        drop(past);
+        if let Some(update) = update {
+            self.apply(Bytes::from(update), Source::Rest).await?;
+        }
+        self.record_version(Trigger::Restore, Some(format!("restore of version {id}")))
+            .await
     }
 
     /// Applies a connection's presence and relays what changed to every
@@ -952,6 +1076,25 @@ fn snapshot(doc: &Document, request: SnapshotRequest) -> SnapshotBody {
             None => SnapshotBody::NoSuchRoot(root),
         },
     }
+}
+
+/// The text diff of `root` from the version `from` to `to` (or the live
+/// document).
+fn diff(
+    live: &Document,
+    from: &[u8],
+    to: Option<&[u8]>,
+    root: String,
+) -> Result<Vec<crdt_core::history::DiffRun>, HistoryFailure> {
+    use crdt_core::history::{diff_text, document_at, text_diff};
+    let old = document_at(live, from)?;
+    let old = diff_text(&old, &root).ok_or_else(|| HistoryFailure::NotText(root.clone()))?;
+    let new = match to {
+        Some(to) => diff_text(&document_at(live, to)?, &root),
+        None => diff_text(live, &root),
+    }
+    .ok_or(HistoryFailure::NotText(root))?;
+    Ok(text_diff(&old, &new))
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {

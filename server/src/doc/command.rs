@@ -95,6 +95,55 @@ pub enum DeleteOrigin {
     Peer,
 }
 
+/// What a history request failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryFailure {
+    /// The version does not rebuild from this node's copy (a snapshot of
+    /// another state, or one this node has not caught up with yet).
+    #[error(transparent)]
+    Version(#[from] crdt_core::history::HistoryError),
+    /// A diff of a root that is neither Text nor XmlFragment.
+    #[error("root {0:?} is not a Text or XmlFragment root")]
+    NotText(String),
+    /// The restore's update was refused; the document is unchanged.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The version could not be stored.
+    #[error(transparent)]
+    Storage(#[from] crate::history::VersionsError),
+}
+
+/// Requests about versions, served by the actor that holds the document
+/// (rebuilding a version needs the live document).
+pub enum HistoryCommand {
+    /// Records a version now.
+    Save {
+        label: Option<String>,
+        reply: oneshot::Sender<Result<crate::history::VersionMeta, HistoryFailure>>,
+    },
+    /// The document as it was at a version's snapshot, exported.
+    Export {
+        snapshot: Vec<u8>,
+        format: SnapshotFormat,
+        reply: oneshot::Sender<Result<SnapshotBody, HistoryFailure>>,
+    },
+    /// Text diff of `root` from one version to another (`None`: the live
+    /// document).
+    Diff {
+        from: Vec<u8>,
+        to: Option<Vec<u8>>,
+        root: String,
+        reply: oneshot::Sender<Result<Vec<crdt_core::history::DiffRun>, HistoryFailure>>,
+    },
+    /// Makes the live document equal to the version: one update, applied
+    /// and relayed like any edit, then recorded as a version.
+    Restore {
+        id: u64,
+        snapshot: Vec<u8>,
+        reply: oneshot::Sender<Result<crate::history::VersionMeta, HistoryFailure>>,
+    },
+}
+
 /// Large payloads are boxed: every document's queue is a block of 32 of
 /// these, allocated whether or not it is ever used.
 pub enum DocCommand {
@@ -180,6 +229,7 @@ pub enum DocCommand {
     Persist {
         reply: oneshot::Sender<bool>,
     },
+    History(Box<HistoryCommand>),
     /// The whole state for a backup (`crate::backup`), without integrating
     /// a cold document.
     Backup {

@@ -69,7 +69,8 @@ pub(super) fn need(command: &DocCommand) -> Need {
         | DocCommand::Subscribe { .. }
         | DocCommand::Remote(_)
         | DocCommand::ClusterResync
-        | DocCommand::AwaitPeers { .. } => Need::Content,
+        | DocCommand::AwaitPeers { .. }
+        | DocCommand::History(_) => Need::Content,
     }
 }
 

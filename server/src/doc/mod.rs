@@ -42,7 +42,7 @@ mod wakeup;
 pub use close::CloseReason;
 pub use command::{
     ApplyError, BackupState, ConnId, DeleteOrigin, Dialect, DocCommand, DocEvent, DocInfo, Gone,
-    SnapshotBody, SnapshotFormat, SnapshotRequest, Subscription,
+    HistoryCommand, HistoryFailure, SnapshotBody, SnapshotFormat, SnapshotRequest, Subscription,
 };
 pub use handle::{DocHandle, DocStats};
 pub use load::OpenError;

@@ -16,6 +16,10 @@ pub(super) struct ActorSettings {
     /// How long a document leaving memory at shutdown keeps trying to
     /// persist while storage fails: `--drain-grace-secs`, at least 5 s.
     pub(super) persist_retry: Duration,
+    /// `--history-quiet-secs`.
+    pub(super) history_quiet: Duration,
+    /// `--history-max-versions`.
+    pub(super) history_max_versions: usize,
 }
 
 /// How an actor logs an update.
@@ -37,6 +41,8 @@ impl ActorSettings {
             max_outbound_bytes: config.max_outbound_bytes,
             broadcast_window: config.broadcast_window(),
             persist_retry: Duration::from_secs(config.drain_grace_secs.max(5)),
+            history_quiet: Duration::from_secs(config.history_quiet_secs.max(1)),
+            history_max_versions: config.history_max_versions.max(1) as usize,
         }
     }
 

@@ -17,6 +17,7 @@
 mod schema;
 mod sql;
 pub mod upload;
+mod versions;
 
 use crate::store::DocMeta;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -190,6 +191,41 @@ impl Record {
     pub async fn delete(&self, doc: &str, at_ms: i64) -> Result<bool, RecordError> {
         let mut client = self.client().await?;
         let result = sql::delete(&mut client, doc, at_ms).await;
+        self.observe(&result);
+        result
+    }
+
+    /// Records a version of `doc`, pruning its versions down to `keep`.
+    pub async fn save_version(
+        &self,
+        doc: &str,
+        version: crate::history::NewVersion,
+        keep: usize,
+    ) -> Result<crate::history::VersionMeta, RecordError> {
+        let mut client = self.client().await?;
+        let result = versions::save(&mut client, doc, version, keep).await;
+        self.observe(&result);
+        result
+    }
+
+    /// Every version of `doc`, newest first.
+    pub async fn versions(
+        &self,
+        doc: &str,
+    ) -> Result<Vec<crate::history::VersionMeta>, RecordError> {
+        let client = self.client().await?;
+        let result = versions::list(&client, doc).await;
+        self.observe(&result);
+        result
+    }
+
+    pub async fn version(
+        &self,
+        doc: &str,
+        id: u64,
+    ) -> Result<Option<crate::history::StoredVersion>, RecordError> {
+        let client = self.client().await?;
+        let result = versions::get(&client, doc, id).await;
         self.observe(&result);
         result
     }

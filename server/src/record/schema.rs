@@ -43,6 +43,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (doc, node_id, node_seq)
     );
     "#,
+    // 2: versions of documents (`crate::history`), deleted with them.
+    r#"
+    CREATE TABLE quire_versions (
+        doc text COLLATE "C" NOT NULL,
+        -- Per document, one past the highest stored.
+        id bigint NOT NULL,
+        created_at_ms bigint NOT NULL,
+        label text,
+        -- auto, unload, manual or restore.
+        trigger text NOT NULL,
+        -- Connections on the recording node.
+        clients integer NOT NULL,
+        -- A Yjs snapshot (delete set, state vector), v1.
+        snapshot bytea NOT NULL,
+        PRIMARY KEY (doc, id)
+    );
+    "#,
 ];
 
 pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), RecordError> {

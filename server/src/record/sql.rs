@@ -84,6 +84,8 @@ pub(super) async fn delete(
     .await?;
     txn.execute("DELETE FROM quire_updates WHERE doc = $1", &[&doc])
         .await?;
+    txn.execute("DELETE FROM quire_versions WHERE doc = $1", &[&doc])
+        .await?;
     txn.commit().await?;
     Ok(existed)
 }

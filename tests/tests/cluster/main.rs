@@ -25,10 +25,12 @@
 //! | [`backup`] | with the shared record, one node's backup holds every node's documents |
 //! | [`redis_cluster`] | on a Redis Cluster: sharded relay, a slot migration and a primary's failover without periodic healing |
 //! | [`heartbeat`] | the presence a killed node relayed disappears within seconds (single Redis and Redis Cluster) |
+//! | [`history`] | versions in PostgreSQL: recorded on one node, restored on another, seen by clients of both |
 
 mod backup;
 mod failover;
 mod heartbeat;
+mod history;
 mod hocuspocus;
 mod outage;
 mod record;

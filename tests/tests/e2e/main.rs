@@ -8,6 +8,7 @@
 mod auth;
 mod awareness;
 mod backup;
+mod history;
 mod hocuspocus;
 mod integrity;
 mod limits;
