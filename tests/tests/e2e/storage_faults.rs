@@ -418,18 +418,20 @@ async fn with_flush_interval_0_no_client_sees_an_unstored_update(fault: Fault) -
         "the reader saw the refused update: {seen:?} of {sent} sent"
     );
 
-    // The server dies before storage comes back: what it had not stored
-    // is gone, and no client was shown it.
+    // The server dies before storage comes back: everything a client was
+    // shown is stored. The store may hold more: a write whose flush
+    // reported failure can still have reached the disk; its sender was
+    // refused (1013) and hands it back anyway, and nobody was shown it.
     server.kill().await?;
     fault.mend(&server)?;
     server.restart().await?;
     let fresh = server.client(doc).await?;
+    let stored = fresh.text("t");
     ensure!(
-        fresh.text("t") == seen,
-        "stored {:?}, but the reader saw {seen:?}",
-        fresh.text("t")
+        stored.starts_with(&seen),
+        "the reader saw {seen:?}, but only {stored:?} is stored"
     );
-    eprintln!("{sent} updates sent, the reader saw {seen:?}; the restart holds exactly that");
+    eprintln!("{sent} updates sent, the reader saw {seen:?}; the restart holds {stored:?}");
     drop(server);
     drop(fault);
     Ok(())
