@@ -12,7 +12,7 @@
 use super::Peer;
 use crate::doc::{
     CloseReason, ConnId, Dialect, DocCommand, DocHandle, Gone, IfAbsent, Offer, Outbound,
-    OutboundReceiver, Permit, Received,
+    OutboundReceiver, Permit, Received, Registry,
 };
 use crate::limits::{ConnectionLimits, RateExceeded};
 use crate::names::DocName;
@@ -68,7 +68,15 @@ async fn serve(socket: Box<WebSocket>, setup: Box<Setup>) {
     let (outbound, outbound_rx) = Outbound::channel(setup.app.config.outbound_queue);
     // Boxed: joining is a one-off, and its future would otherwise make
     // every connection's future as large as itself for its whole life.
-    let Some(handle) = Box::pin(join(&setup.app, &setup.name, setup.id, outbound)).await else {
+    let Some(handle) = Box::pin(join(
+        &setup.app.registry,
+        &setup.name,
+        setup.id,
+        outbound,
+        Dialect::YWebsocket,
+    ))
+    .await
+    else {
         return;
     };
     tracing::debug!(read_only = !setup.peer.can_write, "connected");
@@ -106,11 +114,17 @@ async fn serve(socket: Box<WebSocket>, setup: Box<Setup>) {
     tracing::debug!("disconnected");
 }
 
-/// Registers the connection with the document's actor, reopening the
-/// document if it unloaded since the upgrade was accepted.
-async fn join(app: &AppState, name: &DocName, id: ConnId, outbound: Outbound) -> Option<DocHandle> {
-    let joined = app
-        .registry
+/// Registers the connection (a Hocuspocus session too) with the
+/// document's actor, reopening the document if it unloaded since the
+/// connection was accepted.
+pub(super) async fn join(
+    registry: &Registry,
+    name: &DocName,
+    id: ConnId,
+    outbound: Outbound,
+    dialect: Dialect,
+) -> Option<DocHandle> {
+    let joined = registry
         .with_doc(name, IfAbsent::Create, |handle| {
             let outbound = outbound.clone();
             async move {
@@ -118,7 +132,7 @@ async fn join(app: &AppState, name: &DocName, id: ConnId, outbound: Outbound) ->
                     .request(|reply| DocCommand::Connect {
                         id,
                         outbound,
-                        dialect: Dialect::YWebsocket,
+                        dialect,
                         reply,
                     })
                     .await?;
@@ -129,7 +143,7 @@ async fn join(app: &AppState, name: &DocName, id: ConnId, outbound: Outbound) ->
     match joined {
         Ok(handle) => Some(handle),
         Err(e) => {
-            tracing::warn!(error = %e, "could not join document");
+            tracing::warn!(error = %e, doc = %name, "could not join document");
             None
         }
     }
@@ -277,36 +291,11 @@ impl Connection {
     /// One read from the socket; `Some` ends the connection.
     fn on_read(&mut self, next: Option<Result<WsMessage, axum::Error>>) -> Option<Ending> {
         self.last_seen = Instant::now();
-        let frame = match next {
-            Some(Ok(WsMessage::Binary(frame))) => {
-                crate::metrics::frame_received(frame.len());
-                frame
-            }
-            Some(Ok(WsMessage::Text(_))) => {
-                return Some(refuse(CloseReason::new(
-                    CloseReason::UNSUPPORTED,
-                    "text frames are not supported; send binary y-websocket messages",
-                )));
-            }
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => return None,
-            Some(Ok(WsMessage::Close(_))) | None => return Some(Ending::Left),
-            Some(Err(e)) => {
-                return Some(match too_big(&e) {
-                    Some(reason) => refuse(reason),
-                    None => lost("read", &e),
-                });
-            }
+        let frame = match binary_frame(next, &mut self.limits, "y-websocket") {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return None,
+            Err(ending) => return Some(ending),
         };
-        if let Err(exceeded) = self.limits.admit(frame.len()) {
-            let what = match exceeded {
-                RateExceeded::Messages => "messages",
-                RateExceeded::Bytes => "bytes",
-            };
-            return Some(refuse(CloseReason::new(
-                CloseReason::POLICY,
-                format!("rate limit exceeded ({what} per second)"),
-            )));
-        }
         let command = match self.to_command(&frame) {
             Ok(Some(command)) => command,
             Ok(None) => return None,
@@ -426,6 +415,49 @@ pub(super) async fn close_socket(socket: &mut WebSocket, ending: Ending) {
         }
         let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, socket.close()).await;
     }
+}
+
+/// One read from a socket of either dialect: a binary frame within the
+/// socket's rate limits (`Ok(Some)`), nothing to act on (a ping, a pong),
+/// or how the connection ends: the client left, or is refused (a text frame,
+/// a message too large, a rate exceeded). `dialect` names what to send
+/// instead of text.
+pub(super) fn binary_frame(
+    next: Option<Result<WsMessage, axum::Error>>,
+    limits: &mut ConnectionLimits,
+    dialect: &str,
+) -> Result<Option<Bytes>, Ending> {
+    let frame = match next {
+        Some(Ok(WsMessage::Binary(frame))) => {
+            crate::metrics::frame_received(frame.len());
+            frame
+        }
+        Some(Ok(WsMessage::Text(_))) => {
+            return Err(refuse(CloseReason::new(
+                CloseReason::UNSUPPORTED,
+                format!("text frames are not supported; send binary {dialect} messages"),
+            )));
+        }
+        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => return Ok(None),
+        Some(Ok(WsMessage::Close(_))) | None => return Err(Ending::Left),
+        Some(Err(e)) => {
+            return Err(match too_big(&e) {
+                Some(reason) => refuse(reason),
+                None => lost("read", &e),
+            });
+        }
+    };
+    if let Err(exceeded) = limits.admit(frame.len()) {
+        let what = match exceeded {
+            RateExceeded::Messages => "messages",
+            RateExceeded::Bytes => "bytes",
+        };
+        return Err(refuse(CloseReason::new(
+            CloseReason::POLICY,
+            format!("rate limit exceeded ({what} per second)"),
+        )));
+    }
+    Ok(Some(frame))
 }
 
 pub(super) fn refuse(reason: CloseReason) -> Ending {

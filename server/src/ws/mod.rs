@@ -28,6 +28,7 @@ use axum::http::{header, HeaderMap, Uri};
 use axum::response::Response;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Small socket buffers: most frames are keystrokes, and memory per idle
 /// connection is what limits how many a node holds.
@@ -52,14 +53,7 @@ pub async fn upgrade(
         subject: access.subject().to_owned(),
         addr: peer_addr,
     };
-    if app.draining.is_cancelled() {
-        return Err(AppError::Unavailable("server is shutting down".into()));
-    }
-    let permit = app
-        .connections
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| AppError::Unavailable("too many connections".into()))?;
+    let permit = admit(&app)?;
     // Load (or create) it before upgrading, so that failing to is an HTTP status.
     app.registry.open(&name, IfAbsent::Create).await?;
     let id = app.next_conn_id.fetch_add(1, Ordering::Relaxed);
@@ -73,13 +67,30 @@ pub async fn upgrade(
         peer,
         permit,
     });
-    Ok(ws
-        .max_message_size(max)
-        .max_frame_size(max)
+    Ok(sized(ws, max)
+        .on_upgrade(move |socket| tracker.track_future(connection::run(socket, setup))))
+}
+
+/// Refused while draining and at `--max-connections` (counted in sockets,
+/// whatever the dialect); otherwise the permit the socket holds while it
+/// lives.
+fn admit(app: &AppState) -> Result<OwnedSemaphorePermit, AppError> {
+    if app.draining.is_cancelled() {
+        return Err(AppError::Unavailable("server is shutting down".into()));
+    }
+    app.connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Unavailable("too many connections".into()))
+}
+
+/// The socket's buffers and message bounds, the same for both dialects.
+fn sized(ws: WebSocketUpgrade, max_message_bytes: usize) -> WebSocketUpgrade {
+    ws.max_message_size(max_message_bytes)
+        .max_frame_size(max_message_bytes)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(WRITE_BUFFER + max)
-        .on_upgrade(move |socket| tracker.track_future(connection::run(socket, setup))))
+        .max_write_buffer_size(WRITE_BUFFER + max_message_bytes)
 }
 
 fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {

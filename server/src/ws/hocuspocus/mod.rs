@@ -17,7 +17,7 @@ mod grant;
 mod policy;
 mod socket;
 
-use super::{check_origin, READ_BUFFER, WRITE_BUFFER};
+use super::{admit, check_origin, sized};
 use crate::error::AppError;
 use crate::state::AppState;
 use axum::extract::ws::WebSocketUpgrade;
@@ -34,14 +34,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
     check_origin(&app, &headers)?;
-    if app.draining.is_cancelled() {
-        return Err(AppError::Unavailable("server is shutting down".into()));
-    }
-    let permit = app
-        .connections
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| AppError::Unavailable("too many connections".into()))?;
+    let permit = admit(&app)?;
     // The default for Auth frames whose token is "" (a provider keeps a
     // query string the app wrote into its URL).
     let url_token = crate::auth::token_from(&headers, uri.query());
@@ -53,11 +46,5 @@ pub async fn upgrade(
         url_token,
         permit,
     });
-    Ok(ws
-        .max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(WRITE_BUFFER + max)
-        .on_upgrade(move |socket| tracker.track_future(socket::run(socket, setup))))
+    Ok(sized(ws, max).on_upgrade(move |socket| tracker.track_future(socket::run(socket, setup))))
 }

@@ -31,10 +31,10 @@ use crate::doc::Registry;
 use crate::doc::{
     CloseReason, ConnId, DocCommand, DocHandle, Outbound, OutboundReceiver, Received,
 };
-use crate::limits::{ConnectionLimits, RateExceeded};
+use crate::limits::ConnectionLimits;
 use crate::names::DocName;
 use crate::state::AppState;
-use crate::ws::connection::{close_socket, lost, refuse, too_big, Ending, READS_PER_POLL};
+use crate::ws::connection::{binary_frame, close_socket, lost, refuse, Ending, READS_PER_POLL};
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use crdt_core::hocuspocus::session::{Effect, Event, QueueLimits, Session};
@@ -509,36 +509,11 @@ impl Socket {
 
     fn on_read(&mut self, next: Option<Result<WsMessage, axum::Error>>) -> Option<Ending> {
         self.last_seen = Instant::now();
-        let bytes = match next {
-            Some(Ok(WsMessage::Binary(bytes))) => {
-                crate::metrics::frame_received(bytes.len());
-                bytes
-            }
-            Some(Ok(WsMessage::Text(_))) => {
-                return Some(refuse(CloseReason::new(
-                    CloseReason::UNSUPPORTED,
-                    "text frames are not supported; send binary Hocuspocus messages",
-                )));
-            }
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => return None,
-            Some(Ok(WsMessage::Close(_))) | None => return Some(Ending::Left),
-            Some(Err(e)) => {
-                return Some(match too_big(&e) {
-                    Some(reason) => refuse(reason),
-                    None => lost("read", &e),
-                });
-            }
+        let bytes = match binary_frame(next, &mut self.limits, "Hocuspocus") {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(ending) => return Some(ending),
         };
-        if let Err(exceeded) = self.limits.admit(bytes.len()) {
-            let what = match exceeded {
-                RateExceeded::Messages => "messages",
-                RateExceeded::Bytes => "bytes",
-            };
-            return Some(refuse(CloseReason::new(
-                CloseReason::POLICY,
-                format!("rate limit exceeded ({what} per second)"),
-            )));
-        }
         let (address, body) = match ClientFrame::decode(&bytes) {
             Ok(ClientFrame::Pong) => return None,
             Ok(ClientFrame::Addressed { address, body }) => (address, body),

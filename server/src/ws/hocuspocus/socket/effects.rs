@@ -5,9 +5,9 @@
 use super::{
     forget, frame, grant, too_slow, Link, LinkDoc, Socket, TOO_MANY_SESSIONS, UNAVAILABLE,
 };
-use crate::doc::{ConnId, Dialect, DocCommand, DocHandle, Gone, IfAbsent, Offer, Outbound, Permit};
+use crate::doc::{ConnId, Dialect, DocCommand, DocHandle, Gone, Offer, Outbound, Permit};
 use crate::names::DocName;
-use crate::ws::connection::Ending;
+use crate::ws::connection::{join, Ending};
 use bytes::Bytes;
 use crdt_core::hocuspocus::session::{Effect, Event, Phase, Reply, CLOSE_INVALID_MESSAGE};
 use crdt_core::hocuspocus::ServerMessage;
@@ -192,31 +192,10 @@ impl Socket {
         let entry = &self.entries[at];
         let Some(link) = &entry.link else { return };
         let (id, key, registry) = (link.id, entry.key, self.env.registry.clone());
-        let joined = Box::pin(async move {
-            let joined = registry
-                .with_doc(&name, IfAbsent::Create, |handle| {
-                    let outbound = outbound.clone();
-                    async move {
-                        handle
-                            .request(|reply| DocCommand::Connect {
-                                id,
-                                outbound,
-                                dialect: Dialect::Hocuspocus,
-                                reply,
-                            })
-                            .await?;
-                        Ok(handle)
-                    }
-                })
-                .await;
-            match joined {
-                Ok(handle) => Some(handle),
-                Err(e) => {
-                    tracing::warn!(error = %e, doc = %name, "could not join document");
-                    None
-                }
-            }
-        });
+        let joined =
+            Box::pin(
+                async move { join(&registry, &name, id, outbound, Dialect::Hocuspocus).await },
+            );
         self.stall = Some(Box::new(Stall::Join { key, joined }));
     }
 
