@@ -294,7 +294,7 @@ impl Store {
         let (commit, journal) = check_commits(&db, path, options.accept_data_loss)?;
         let spool = match options.spool {
             Spool::Off => None,
-            Spool::Upload => Some(stored_spool_seq(&db)?),
+            Spool::Upload => Some(last_spooled_seq(&db)?),
         };
         let (tx, rx) = flume::bounded(QUEUE);
         let health = Arc::new(Health {
@@ -649,10 +649,6 @@ fn spool_key(seq: u64) -> [u8; 9] {
     k
 }
 
-/// The last spool sequence number given out, written with each entry, so
-/// that numbers are never reused once their entries are uploaded and gone.
-const SPOOL_SEQ_KEY: &[u8] = b"Useq";
-
 fn encode_spooled(applied_ms: i64, doc: &str, update: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(12 + doc.len() + update.len());
     v.extend_from_slice(&applied_ms.to_be_bytes());
@@ -664,11 +660,7 @@ fn encode_spooled(applied_ms: i64, doc: &str, update: &[u8]) -> Vec<u8> {
 
 fn decode_spooled(key: &[u8], value: &[u8]) -> Result<Queued, StoreError> {
     let corrupt = || StoreError::Corrupt("spooled update".into());
-    let seq = key
-        .get(1..9)
-        .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(corrupt)?;
+    let seq = seq_of(key, 1)?;
     let applied_ms = value
         .get(..8)
         .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
@@ -693,12 +685,17 @@ fn decode_spooled(key: &[u8], value: &[u8]) -> Result<Queued, StoreError> {
     })
 }
 
-fn stored_spool_seq(db: &sled::Db) -> Result<u64, StoreError> {
-    match db.get(SPOOL_SEQ_KEY)? {
+/// Where the spool's numbering resumes: after its last entry. Nothing is
+/// kept for an empty spool: numbers only order the entries on this disk,
+/// and an upload's key also names the process (see `record`), so a
+/// number used again after its entry was uploaded cannot collide.
+fn last_spooled_seq(db: &sled::Db) -> Result<u64, StoreError> {
+    match db
+        .range(&spool_key(0)[..]..=&spool_key(u64::MAX)[..])
+        .next_back()
+    {
         None => Ok(0),
-        Some(raw) => <[u8; 8]>::try_from(raw.as_ref())
-            .map(u64::from_be_bytes)
-            .map_err(|_| StoreError::Corrupt("spool sequence".into())),
+        Some(entry) => seq_of(&entry?.0, 1),
     }
 }
 
@@ -1079,7 +1076,6 @@ impl Worker {
                         &spool_key(*last)[..],
                         encode_spooled(meta.updated_at_ms, doc.as_str(), &update),
                     );
-                    batch.insert(SPOOL_SEQ_KEY, &last.to_be_bytes()[..]);
                 }
                 self.mark_dirty();
                 if let Some(flushed) = flushed {
@@ -1223,7 +1219,6 @@ impl Worker {
                             &spool_key(seq)[..],
                             encode_spooled(now_ms(), doc.as_str(), &update),
                         );
-                        batch.insert(SPOOL_SEQ_KEY, &seq.to_be_bytes()[..]);
                         db.apply_batch(batch)?;
                         Ok(Some(seq))
                     }),
@@ -1573,6 +1568,55 @@ mod tests {
         assert!(*health.borrow());
         store.flush().await.expect("flush");
         assert!(store.is_healthy());
+    }
+
+    #[tokio::test]
+    async fn the_spool_keeps_appends_in_order_and_resumes_its_numbering_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spooling = || {
+            Store::open(
+                dir.path(),
+                StoreOptions {
+                    cache_bytes: 1 << 20,
+                    flush_interval: Duration::from_millis(5),
+                    accept_data_loss: false,
+                    spool: Spool::Upload,
+                },
+            )
+            .expect("open")
+        };
+        let meta = DocMeta {
+            updated_at_ms: 7,
+            bytes: 1,
+            last_seq: 1,
+        };
+        let (store, thread) = spooling();
+        for seq in 1..=3 {
+            store
+                .append_durable(name("d"), seq, Bytes::from(vec![seq as u8]), meta)
+                .await
+                .expect("append");
+        }
+        store.unspool(2).await.expect("unspool");
+        store.shutdown().await.expect("shutdown");
+        thread.join().expect("thread");
+
+        let (store, thread) = spooling();
+        store
+            .append_durable(name("d"), 4, Bytes::from_static(&[4]), meta)
+            .await
+            .expect("append");
+        let spooled: Vec<(u64, Vec<u8>)> = store
+            .spooled(10)
+            .await
+            .expect("spooled")
+            .into_iter()
+            .map(|q| (q.seq, q.update))
+            .collect();
+        // The entry left from before the restart, then the new one after it.
+        assert_eq!(spooled, vec![(3, vec![3]), (4, vec![4])]);
+        store.shutdown().await.expect("shutdown");
+        thread.join().expect("thread");
     }
 
     #[tokio::test]
