@@ -29,6 +29,28 @@ pub const DEFAULT_CLUSTER_HEARTBEAT_MS: u64 = 1000;
 pub const DEFAULT_HOCUSPOCUS_MAX_SESSIONS: usize = 100;
 pub const DEFAULT_HOCUSPOCUS_PING_SECS: u64 = 15;
 pub const DEFAULT_HOCUSPOCUS_AUTH_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_WEBHOOK_DEBOUNCE_MS: u64 = 2000;
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 12;
+pub const DEFAULT_WEBHOOK_RETRY_MS: u64 = 1000;
+
+/// An event webhooks can deliver (`--webhook-events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum WebhookEvent {
+    /// A document was stored for the first time (or again after a delete).
+    #[value(name = "document.created")]
+    DocumentCreated,
+    /// A document changed: debounced, with its new state vector.
+    #[value(name = "document.updated")]
+    DocumentUpdated,
+    #[value(name = "document.deleted")]
+    DocumentDeleted,
+    /// A client connected to a document (single node only).
+    #[value(name = "connection.opened")]
+    ConnectionOpened,
+    #[value(name = "connection.closed")]
+    ConnectionClosed,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -260,6 +282,50 @@ pub struct Config {
     /// Without it such a start is refused; see docs/operations.md.
     #[arg(long, env = "QUIRE_ACCEPT_DATA_LOSS")]
     pub accept_data_loss: bool,
+
+    /// POST signed document events to this URL (repeat the flag, or give a
+    /// comma-separated list, for several receivers). Needs
+    /// `--webhook-secret`; see docs/webhooks.md.
+    #[arg(long = "webhook-url", env = "QUIRE_WEBHOOK_URL", value_delimiter = ',')]
+    pub webhook_urls: Vec<String>,
+
+    /// The key deliveries are signed with (Standard Webhooks: a `whsec_`
+    /// base64 secret, or any text used as its bytes).
+    #[arg(long, env = "QUIRE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Comma-separated events to deliver.
+    #[arg(
+        long,
+        env = "QUIRE_WEBHOOK_EVENTS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "document.created,document.updated,document.deleted"
+    )]
+    pub webhook_events: Vec<WebhookEvent>,
+
+    /// `document.updated` also carries the update since the document's
+    /// previous event (v1, base64), not only its state vector.
+    #[arg(long, env = "QUIRE_WEBHOOK_INCLUDE_UPDATE")]
+    pub webhook_include_update: bool,
+
+    /// `document.updated` is sent once a document was quiet this long after
+    /// a change (or at the latest five times this long after the first).
+    #[arg(long, env = "QUIRE_WEBHOOK_DEBOUNCE_MS", default_value_t = DEFAULT_WEBHOOK_DEBOUNCE_MS)]
+    pub webhook_debounce_ms: u64,
+
+    /// A delivery not answered within this counts as failed.
+    #[arg(long, env = "QUIRE_WEBHOOK_TIMEOUT_MS", default_value_t = DEFAULT_WEBHOOK_TIMEOUT_MS)]
+    pub webhook_timeout_ms: u64,
+
+    /// Attempts per event and receiver before it becomes a dead letter.
+    #[arg(long, env = "QUIRE_WEBHOOK_MAX_ATTEMPTS", default_value_t = DEFAULT_WEBHOOK_MAX_ATTEMPTS)]
+    pub webhook_max_attempts: u32,
+
+    /// The wait before the first retry; it doubles with each failure (up to
+    /// 5 minutes), with jitter.
+    #[arg(long, env = "QUIRE_WEBHOOK_RETRY_MS", default_value_t = DEFAULT_WEBHOOK_RETRY_MS)]
+    pub webhook_retry_ms: u64,
 
     /// Log line format (stderr).
     #[arg(long, env = "QUIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]

@@ -28,6 +28,7 @@ pub mod state;
 pub mod store;
 pub mod versions_rest;
 pub mod web;
+pub mod webhooks;
 pub mod ws;
 
 pub use config::Config;

@@ -301,3 +301,46 @@ impl BackupOutcome {
 pub fn backup_finished(outcome: BackupOutcome) {
     metrics::counter!("quire_backups_total", "result" => outcome.label()).increment(1);
 }
+
+/// The webhook outbox's size, after each dispatcher round.
+pub fn webhook_counts(counts: crate::webhooks::Counts) {
+    metrics::gauge!("quire_webhook_outbox_entries").set(counts.pending as f64);
+    metrics::gauge!("quire_webhook_dead_letters").set(counts.dead as f64);
+    metrics::gauge!("quire_webhook_marked_documents").set(counts.marked as f64);
+}
+
+/// One delivery attempt's outcome.
+pub fn webhook_attempt(outcome: &crate::webhooks::Settle) {
+    let label = match outcome {
+        crate::webhooks::Settle::Delivered => "delivered",
+        crate::webhooks::Settle::Retry { .. } => "retried",
+        crate::webhooks::Settle::Dead { .. } => "dead",
+    };
+    metrics::counter!("quire_webhook_deliveries_total", "outcome" => label).increment(1);
+}
+
+/// Describes the webhook series and shows them at zero (called when
+/// webhooks are configured).
+pub fn webhooks_enabled() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "quire_webhook_outbox_entries",
+        "Webhook deliveries waiting in the outbox (one per event and receiver), retries included"
+    );
+    describe_gauge!(
+        "quire_webhook_dead_letters",
+        "Webhook deliveries that ran out of attempts; list and replay them over /api/webhooks/dead-letters"
+    );
+    describe_gauge!(
+        "quire_webhook_marked_documents",
+        "Documents with changes not yet sealed into a document.updated event"
+    );
+    describe_counter!(
+        "quire_webhook_deliveries_total",
+        "Webhook delivery attempts, by outcome (delivered, retried, dead)"
+    );
+    for outcome in ["delivered", "retried", "dead"] {
+        metrics::counter!("quire_webhook_deliveries_total", "outcome" => outcome).increment(0);
+    }
+    webhook_counts(crate::webhooks::Counts::default());
+}

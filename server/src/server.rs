@@ -2,11 +2,14 @@
 
 use crate::auth::Authenticator;
 use crate::cluster::{Cluster, ClusterOptions};
-use crate::config::Config;
+use crate::config::{Config, WebhookEvent};
 use crate::doc::Registry;
 use crate::record::{upload, Record, RecordError};
 use crate::state::AppState;
 use crate::store::{Spool, Store, StoreError, StoreOptions};
+use crate::webhooks::dispatch::Dispatcher;
+use crate::webhooks::local::{DocumentEvents, LocalEvents};
+use crate::webhooks::Outbox;
 use crate::{request, rest, versions_rest, web, ws};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
@@ -46,6 +49,10 @@ pub enum ServeError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookConfigError),
+    #[error("cannot start webhook deliveries: {0}")]
+    WebhookClient(#[from] reqwest::Error),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
     /// Shutdown while storage failed: these documents' latest changes are
@@ -118,6 +125,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(versions_rest::restore))
         .routes(routes!(rest::mint_token))
         .routes(routes!(crate::backup::http::backup))
+        .routes(routes!(crate::webhooks::rest::list))
+        .routes(routes!(crate::webhooks::rest::replay_all))
+        .routes(routes!(crate::webhooks::rest::replay_one))
         .routes(routes!(rest::healthz))
         .routes(routes!(rest::readyz))
         .routes(routes!(rest::metrics))
@@ -185,6 +195,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    let webhooks = crate::webhooks::Settings::from_config(&config)?.map(Arc::new);
     let path = config.data_dir.clone();
     let options = StoreOptions {
         cache_bytes: config.sled_cache_bytes,
@@ -194,6 +205,15 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
             Some(_) => Spool::Upload,
             None => Spool::Off,
         },
+        webhooks: webhooks.as_ref().map(|settings| LocalEvents {
+            endpoints: settings.endpoints.clone(),
+            documents: match config.postgres_url {
+                Some(_) => DocumentEvents::InRecord,
+                None => DocumentEvents::Here,
+            },
+            created: settings.wants(WebhookEvent::DocumentCreated),
+            deleted: settings.wants(WebhookEvent::DocumentDeleted),
+        }),
     };
     let (store, store_thread) = tokio::task::spawn_blocking(move || Store::open(&path, options))
         .await
@@ -244,6 +264,16 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
         }
         None => None,
     };
+    let outbox = webhooks.as_ref().map(|_| Outbox::Local(store.clone()));
+    if let (Some(settings), Some(outbox)) = (&webhooks, &outbox) {
+        crate::metrics::webhooks_enabled();
+        let dispatcher = Dispatcher::new(outbox.clone(), settings.clone())?;
+        tracker.spawn(dispatcher.run(shutdown.clone()));
+        tracing::info!(
+            receivers = settings.endpoints.len(),
+            "webhooks: events are written to the outbox with the changes and delivered from it"
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -257,6 +287,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     }
     let state = AppState {
         cluster,
+        webhooks: outbox,
         draining: drain.clone(),
         auth: Arc::new(auth),
         connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -338,6 +369,7 @@ mod tests {
             flush_interval: Duration::from_millis(5),
             accept_data_loss: false,
             spool: Spool::Off,
+            webhooks: None,
         };
         let (store, thread) = Store::open(dir.path(), options()).expect("open");
         // What an older Quire did: the id only in sled.

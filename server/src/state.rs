@@ -28,4 +28,6 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Set in cluster mode (`--redis-url`).
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Set with `--webhook-url`: where the outbox is, for its admin routes.
+    pub webhooks: Option<crate::webhooks::Outbox>,
 }

@@ -25,6 +25,8 @@ use crate::datadir::DataDirError;
 use crate::history::{NewVersion, StoredVersion, VersionMeta};
 use crate::journal::{Journal, Loss, Record, Verdict};
 use crate::names::DocName;
+use crate::webhooks::local::{LocalEvents, LocalOutbox, Request as WebhookRequest};
+use crate::webhooks::{Claimed, Counts, Entry, Mark, Settle};
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -238,6 +240,8 @@ enum Op {
         id: u64,
         reply: Reply<Option<StoredVersion>>,
     },
+    /// The webhook outbox (`crate::webhooks::local`).
+    Webhooks(crate::webhooks::local::Request),
     Shutdown {
         reply: Reply<()>,
     },
@@ -257,6 +261,8 @@ pub struct StoreOptions {
     /// document is logged), and take what survived as the new baseline.
     pub accept_data_loss: bool,
     pub spool: Spool,
+    /// The events the storage thread writes into sled's webhook outbox.
+    pub webhooks: Option<LocalEvents>,
 }
 
 /// Whether this store is also a spool for a shared record (PostgreSQL).
@@ -296,6 +302,10 @@ impl Store {
             Spool::Off => None,
             Spool::Upload => Some(last_spooled_seq(&db)?),
         };
+        let webhooks = options
+            .webhooks
+            .map(|events| LocalOutbox::open(&db, events))
+            .transpose()?;
         let (tx, rx) = flume::bounded(QUEUE);
         let health = Arc::new(Health {
             healthy: AtomicBool::new(true),
@@ -317,6 +327,7 @@ impl Store {
             journal,
             touched: BTreeSet::new(),
             spool,
+            webhooks,
         };
         let thread = std::thread::Builder::new()
             .name("quire-store".into())
@@ -534,6 +545,85 @@ impl Store {
         id: u64,
     ) -> Result<Option<StoredVersion>, StoreError> {
         self.call(|reply| Op::Version { doc, id, reply }).await
+    }
+
+    async fn webhooks<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> crate::webhooks::local::Request,
+    ) -> Result<T, StoreError> {
+        self.call(|reply| Op::Webhooks(make(reply))).await
+    }
+
+    /// Every document marked for `document.updated`.
+    pub async fn webhook_marks(&self) -> Result<Vec<(String, Mark)>, StoreError> {
+        self.webhooks(|reply| WebhookRequest::Marks { reply }).await
+    }
+
+    /// The state vector the last `document.updated` of `doc` carried.
+    pub async fn webhook_sealed(&self, doc: String) -> Result<Option<Vec<u8>>, StoreError> {
+        self.webhooks(|reply| WebhookRequest::Sealed { doc, reply })
+            .await
+    }
+
+    /// Writes a sealed event's entries (see `webhooks::local::Request::Seal`).
+    pub async fn seal_webhook(
+        &self,
+        doc: String,
+        seen: u64,
+        now_ms: i64,
+        state_vector: Option<Vec<u8>>,
+        entries: Vec<Entry>,
+    ) -> Result<(), StoreError> {
+        self.webhooks(|reply| WebhookRequest::Seal {
+            doc,
+            seen,
+            now_ms,
+            state_vector,
+            entries,
+            reply,
+        })
+        .await
+    }
+
+    /// Writes entries of events that no stored change carries.
+    pub async fn enqueue_webhooks(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        self.webhooks(|reply| WebhookRequest::Enqueue { entries, reply })
+            .await
+    }
+
+    pub async fn claim_webhooks(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        self.webhooks(|reply| WebhookRequest::Claim {
+            now_ms,
+            lease_until_ms,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn settle_webhook(&self, id: u64, outcome: Settle) -> Result<(), StoreError> {
+        self.webhooks(|reply| WebhookRequest::Settle { id, outcome, reply })
+            .await
+    }
+
+    pub async fn dead_webhooks(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        self.webhooks(|reply| WebhookRequest::Dead { limit, reply })
+            .await
+    }
+
+    pub async fn replay_webhooks(&self, id: Option<u64>, now_ms: i64) -> Result<u64, StoreError> {
+        self.webhooks(|reply| WebhookRequest::Replay { id, now_ms, reply })
+            .await
+    }
+
+    pub async fn webhook_counts(&self) -> Result<Counts, StoreError> {
+        self.webhooks(|reply| WebhookRequest::Counts { reply })
+            .await
     }
 
     /// Flushes and stops the storage thread; later calls fail with `Closed`.
@@ -809,6 +899,8 @@ struct Worker {
     touched: BTreeSet<String>,
     /// With a shared record: the last spool sequence number given out.
     spool: Option<u64>,
+    /// With webhooks: the outbox's marks and schedule.
+    webhooks: Option<LocalOutbox>,
 }
 
 impl Worker {
@@ -1077,6 +1169,24 @@ impl Worker {
                         encode_spooled(meta.updated_at_ms, doc.as_str(), &update),
                     );
                 }
+                if let (Some(outbox), Some(db)) = (&mut self.webhooks, &self.db) {
+                    let marked = outbox.appended(
+                        db,
+                        batch,
+                        doc.as_str(),
+                        |db| Ok(db.contains_key(meta_key(doc.as_str()))?),
+                        meta.updated_at_ms,
+                    );
+                    if let Err(e) = marked {
+                        // The append goes with it: the document writes its
+                        // whole state when storage recovers.
+                        let _ = self.observe(Err::<(), _>(e));
+                        if let Some(flushed) = flushed {
+                            let _ = flushed.send(Err(StoreError::Unavailable));
+                        }
+                        return;
+                    }
+                }
                 self.mark_dirty();
                 if let Some(flushed) = flushed {
                     self.waiters.push(flushed);
@@ -1115,9 +1225,12 @@ impl Worker {
                 only_if_older,
                 done,
             } => {
-                let result = self
-                    .writable()
-                    .and_then(|db| delete(db, &doc, at_ms, only_if_older));
+                let result = match (&self.fault, &self.db) {
+                    (None, Some(db)) => {
+                        delete(db, &doc, at_ms, only_if_older, self.webhooks.as_mut())
+                    }
+                    _ => Err(StoreError::Unavailable),
+                };
                 let result = self.observe(result);
                 if result.is_ok() {
                     self.touched.insert(doc.as_str().to_owned());
@@ -1246,6 +1359,26 @@ impl Worker {
                 }
                 let _ = reply.send(result);
             }
+            Op::Webhooks(request) => {
+                let (work, replier) = request.split();
+                let writes = work.writes();
+                let result = match (&self.fault, &self.db, &mut self.webhooks) {
+                    (_, _, None) => Err(StoreError::Corrupt("webhooks are not configured".into())),
+                    (Some(_), _, _) if writes => Err(StoreError::Unavailable),
+                    (_, None, _) => Err(StoreError::Unavailable),
+                    (_, Some(db), Some(outbox)) => work.run(db, outbox),
+                };
+                let result = if writes {
+                    let result = self.observe(result);
+                    if result.is_ok() {
+                        self.mark_dirty();
+                    }
+                    result
+                } else {
+                    self.observe_read(result)
+                };
+                replier.send(result);
+            }
             Op::Shutdown { .. } => {}
         }
     }
@@ -1284,6 +1417,7 @@ fn delete(
     doc: &DocName,
     at_ms: i64,
     only_if_older: bool,
+    webhooks: Option<&mut LocalOutbox>,
 ) -> Result<bool, StoreError> {
     let meta = match db.get(meta_key(doc.as_str()))? {
         Some(raw) => Some(DocMeta::decode(&raw)?),
@@ -1308,6 +1442,9 @@ fn delete(
         batch.remove(snapshot_key(doc.as_str()));
         batch.remove(snapshot_state_vector_key(doc.as_str()));
         batch.remove(meta_key(doc.as_str()));
+        if let Some(outbox) = webhooks {
+            outbox.deleted(&mut batch, doc.as_str(), at_ms);
+        }
     }
     db.apply_batch(batch)?;
     Ok(remove)
@@ -1428,6 +1565,7 @@ mod tests {
                 flush_interval: Duration::from_millis(5),
                 accept_data_loss: false,
                 spool: Spool::Off,
+                webhooks: None,
             },
         )
         .expect("open")
@@ -1441,6 +1579,7 @@ mod tests {
                 flush_interval: Duration::from_millis(5),
                 accept_data_loss: true,
                 spool: Spool::Off,
+                webhooks: None,
             },
         )
     }
@@ -1489,6 +1628,7 @@ mod tests {
                 flush_interval: Duration::from_millis(5),
                 accept_data_loss: false,
                 spool: Spool::Off,
+                webhooks: None,
             },
         );
         let Err(StoreError::DataLoss { path, loss }) = refused else {
@@ -1581,6 +1721,7 @@ mod tests {
                     flush_interval: Duration::from_millis(5),
                     accept_data_loss: false,
                     spool: Spool::Upload,
+                    webhooks: None,
                 },
             )
             .expect("open")

@@ -77,6 +77,7 @@ pub async fn restore(archive: PathBuf, data_dir: PathBuf) -> Result<Summary, Res
             accept_data_loss: false,
             // A single node's data directory: a restored one is the record.
             spool: Spool::Off,
+            webhooks: None,
         };
         Store::open(&dir, options).map_err(|e| RestoreError::Write {
             path: dir.display().to_string(),

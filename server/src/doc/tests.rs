@@ -45,6 +45,7 @@ impl Server {
                 flush_interval: config.flush_interval(),
                 accept_data_loss: false,
                 spool: Spool::Off,
+                webhooks: None,
             },
         )
         .expect("sled opens");
@@ -335,6 +336,7 @@ async fn a_compacted_document_answers_a_page_load_from_its_stored_bytes_then_war
                 flush_interval: Duration::from_millis(5),
                 accept_data_loss: false,
                 spool: Spool::Off,
+                webhooks: None,
             },
         )
         .expect("sled opens");

@@ -1,0 +1,161 @@
+//! The dispatcher: one task per node that seals due marks, claims due
+//! outbox entries, POSTs them and settles each.
+
+use super::{now_ms, retry, sign, Claimed, Outbox, Settings, Settle, CLAIM_BATCH};
+use futures_util::future::join_all;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the outbox is looked at when nothing wakes the dispatcher
+/// sooner (a retry's time, a debounce window ending).
+pub const POLL: Duration = Duration::from_millis(100);
+
+pub struct Dispatcher {
+    outbox: Outbox,
+    settings: Arc<Settings>,
+    client: reqwest::Client,
+    /// Endpoints whose last attempt failed: a failure is logged when an
+    /// endpoint starts failing and when it recovers, not per attempt.
+    failing: HashSet<String>,
+}
+
+impl Dispatcher {
+    pub fn new(outbox: Outbox, settings: Arc<Settings>) -> Result<Dispatcher, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            // A redirect is an answer, not a delivery: the receiver's
+            // configured URL is what Quire signs for.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("quire/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Dispatcher {
+            outbox,
+            settings,
+            client,
+            failing: HashSet::new(),
+        })
+    }
+
+    /// Runs until `stop`. A delivery cut short by the stop keeps its lease
+    /// and is delivered again after it (at least once, never lost).
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.round() => {}
+                _ = stop.cancelled() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// One round: seal, claim, deliver, settle, count.
+    pub async fn round(&mut self) {
+        let now = now_ms();
+        if let Err(e) = self.outbox.seal_due(&self.settings, now).await {
+            tracing::debug!(error = %e, "sealing webhook events failed; retried next round");
+        }
+        loop {
+            let now = now_ms();
+            let lease = now + self.settings.lease().as_millis() as i64;
+            let claimed = match self.outbox.claim(now, lease, CLAIM_BATCH).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::debug!(error = %e, "claiming webhook deliveries failed; retried next round");
+                    break;
+                }
+            };
+            let full = claimed.len() == CLAIM_BATCH;
+            let outcomes = join_all(claimed.iter().map(|c| self.attempt(c))).await;
+            for (claimed, outcome) in claimed.iter().zip(outcomes) {
+                self.observe(claimed, &outcome);
+                if let Err(e) = self.outbox.settle(claimed.id, outcome).await {
+                    // The lease runs out and the entry is delivered again.
+                    tracing::debug!(error = %e, "settling a webhook delivery failed");
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        match self.outbox.counts().await {
+            Ok(counts) => crate::metrics::webhook_counts(counts),
+            Err(e) => tracing::debug!(error = %e, "counting the webhook outbox failed"),
+        }
+    }
+
+    /// One POST of one entry.
+    async fn attempt(&self, claimed: &Claimed) -> Settle {
+        let entry = &claimed.entry;
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature =
+            sign::signature(&self.settings.key, &entry.event_id, timestamp, &entry.body);
+        let sent = self
+            .client
+            .post(&entry.endpoint)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &entry.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(entry.body.clone())
+            .send()
+            .await;
+        let error = match sent {
+            Ok(response) if response.status().is_success() => return Settle::Delivered,
+            Ok(response) => format!("the receiver answered HTTP {}", response.status().as_u16()),
+            Err(e) if e.is_timeout() => {
+                format!("no answer within {} ms", self.settings.timeout.as_millis())
+            }
+            Err(e) if e.is_connect() => "the receiver could not be reached".to_owned(),
+            Err(e) => format!("the request failed: {e}"),
+        };
+        retry::after_failure(
+            entry.attempts + 1,
+            self.settings.max_attempts,
+            self.settings.first_retry,
+            now_ms(),
+            retry::jitter(),
+            error,
+        )
+    }
+
+    /// Metrics, and a log line when an endpoint starts or stops failing and
+    /// for every dead letter.
+    fn observe(&mut self, claimed: &Claimed, outcome: &Settle) {
+        let entry = &claimed.entry;
+        crate::metrics::webhook_attempt(outcome);
+        match outcome {
+            Settle::Delivered => {
+                if self.failing.remove(&entry.endpoint) {
+                    tracing::info!(endpoint = %entry.endpoint, "webhook receiver accepts deliveries again");
+                }
+            }
+            Settle::Retry { error, .. } => {
+                if self.failing.insert(entry.endpoint.clone()) {
+                    tracing::warn!(
+                        endpoint = %entry.endpoint,
+                        error,
+                        "webhook delivery failed; retrying with backoff until it is accepted"
+                    );
+                }
+            }
+            Settle::Dead { error } => {
+                self.failing.insert(entry.endpoint.clone());
+                tracing::error!(
+                    endpoint = %entry.endpoint,
+                    event = %entry.event_id,
+                    kind = %entry.kind,
+                    document = %entry.document,
+                    attempts = entry.attempts + 1,
+                    error,
+                    "webhook event parked as a dead letter after its last attempt; replay it with POST /api/webhooks/dead-letters/replay"
+                );
+            }
+        }
+    }
+}
