@@ -236,6 +236,9 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
                 Duration::from_secs(config.postgres_lag_secs),
             )?;
             registry.set_record(record.clone());
+            if let Some(settings) = &webhooks {
+                record.set_webhooks(settings.clone());
+            }
             let warming = record.clone();
             tokio::spawn(async move { warming.warm_up().await });
             let stop = CancellationToken::new();
@@ -264,7 +267,12 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
         }
         None => None,
     };
-    let outbox = webhooks.as_ref().map(|_| Outbox::Local(store.clone()));
+    // With a shared record the outbox is in it, so that each event is
+    // delivered by one node of the cluster.
+    let outbox = webhooks.as_ref().map(|_| match &uploader {
+        Some((record, _, _)) => Outbox::Shared(record.clone()),
+        None => Outbox::Local(store.clone()),
+    });
     if let (Some(settings), Some(outbox)) = (&webhooks, &outbox) {
         crate::metrics::webhooks_enabled();
         let dispatcher = Dispatcher::new(outbox.clone(), settings.clone())?;

@@ -18,12 +18,13 @@ mod schema;
 mod sql;
 pub mod upload;
 mod versions;
+mod webhooks;
 
 use crate::store::DocMeta;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
@@ -76,6 +77,8 @@ struct State {
     /// 0 when the spool is empty.
     oldest_waiting_ms: AtomicI64,
     lag_limit: Duration,
+    /// With webhooks: the events the upload and delete transactions write.
+    webhooks: OnceLock<Arc<crate::webhooks::Settings>>,
 }
 
 impl Record {
@@ -120,6 +123,7 @@ impl Record {
                 compaction_hints: Mutex::new(BTreeSet::new()),
                 oldest_waiting_ms: AtomicI64::new(0),
                 lag_limit,
+                webhooks: OnceLock::new(),
             }),
         })
     }
@@ -179,18 +183,18 @@ impl Record {
 
     /// Everything PostgreSQL holds for `doc`, read in one snapshot.
     pub async fn load(&self, doc: &str) -> Result<Recorded, RecordError> {
-        let mut client = self.client().await?;
-        let result = sql::load(&mut client, doc).await;
+        let client = self.client().await?;
+        let result = sql::load(&client, doc).await;
         self.observe(&result);
         result
     }
 
     /// Deletes `doc` as of `at_ms`: its content goes, and updates applied
     /// before `at_ms` that any node still spools are never uploaded. True if
-    /// it held the document.
+    /// it held the document (then `document.deleted` is in the outbox).
     pub async fn delete(&self, doc: &str, at_ms: i64) -> Result<bool, RecordError> {
         let mut client = self.client().await?;
-        let result = sql::delete(&mut client, doc, at_ms).await;
+        let result = sql::delete(&mut client, doc, at_ms, self.webhooks()).await;
         self.observe(&result);
         result
     }

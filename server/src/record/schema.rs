@@ -60,6 +60,39 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (doc, id)
     );
     "#,
+    // 3: the webhook outbox (`crate::record::webhooks`), written in the
+    // upload and delete transactions.
+    r#"
+    -- Documents changed since their last document.updated event: one row
+    -- per document, whichever nodes uploaded the changes.
+    CREATE TABLE quire_webhook_marks (
+        doc text COLLATE "C" PRIMARY KEY,
+        first_ms bigint NOT NULL,
+        last_ms bigint NOT NULL,
+        changes bigint NOT NULL
+    );
+    -- The state vector of each document's last document.updated event (v1).
+    CREATE TABLE quire_webhook_sealed (
+        doc text COLLATE "C" PRIMARY KEY,
+        state_vector bytea NOT NULL
+    );
+    -- One row per event and endpoint. next_ms is the next attempt, or the
+    -- end of the lease of the node delivering it.
+    CREATE TABLE quire_webhook_outbox (
+        id bigserial PRIMARY KEY,
+        event_id text NOT NULL,
+        kind text NOT NULL,
+        doc text NOT NULL,
+        endpoint text NOT NULL,
+        body text NOT NULL,
+        created_ms bigint NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_ms bigint NOT NULL,
+        last_error text,
+        dead boolean NOT NULL DEFAULT false
+    );
+    CREATE INDEX quire_webhook_outbox_due ON quire_webhook_outbox (next_ms) WHERE NOT dead;
+    "#,
 ];
 
 pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), RecordError> {

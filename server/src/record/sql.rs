@@ -1,5 +1,6 @@
 //! The queries. Each function is one transaction.
 
+use super::webhooks::Before;
 use super::RecordError;
 use crate::store::DocMeta;
 
@@ -30,7 +31,7 @@ impl Recorded {
 }
 
 pub(super) async fn load(
-    client: &mut deadpool_postgres::Object,
+    client: &impl deadpool_postgres::GenericClient,
     doc: &str,
 ) -> Result<Recorded, RecordError> {
     // One statement, so one snapshot of the database: a compaction that
@@ -61,6 +62,7 @@ pub(super) async fn delete(
     client: &mut deadpool_postgres::Object,
     doc: &str,
     at_ms: i64,
+    webhooks: Option<&crate::webhooks::Settings>,
 ) -> Result<bool, RecordError> {
     let txn = client.transaction().await?;
     let existed = txn
@@ -86,6 +88,7 @@ pub(super) async fn delete(
         .await?;
     txn.execute("DELETE FROM quire_versions WHERE doc = $1", &[&doc])
         .await?;
+    super::webhooks::deleted(&txn, webhooks, doc, existed, at_ms).await?;
     txn.commit().await?;
     Ok(existed)
 }
@@ -130,13 +133,13 @@ pub(super) struct Row {
     pub(super) payload: Vec<u8>,
 }
 
-/// The deletion times of `docs` (creating rows for new names), locked until
-/// the transaction ends, so that a delete waits for this upload or this
-/// upload for it.
+/// What `docs` were before this transaction (creating rows for new names),
+/// locked until the transaction ends, so that a delete waits for this
+/// upload or this upload for it.
 pub(super) async fn lock_docs(
     txn: &deadpool_postgres::Transaction<'_>,
     docs: &[&str],
-) -> Result<Vec<(String, Option<i64>)>, RecordError> {
+) -> Result<Vec<(String, Before)>, RecordError> {
     txn.execute(
         "INSERT INTO quire_docs (name, updated_at_ms)
          SELECT name, 0 FROM unnest($1::text[]) AS name
@@ -146,13 +149,21 @@ pub(super) async fn lock_docs(
     .await?;
     let rows = txn
         .query(
-            "SELECT name, deleted_at_ms FROM quire_docs WHERE name = ANY($1)
+            "SELECT name, deleted_at_ms, updated_at_ms FROM quire_docs WHERE name = ANY($1)
              ORDER BY name FOR UPDATE",
             &[&docs],
         )
         .await?;
     rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .map(|row| {
+            Ok((
+                row.try_get(0)?,
+                Before {
+                    deleted_at_ms: row.try_get(1)?,
+                    updated_at_ms: row.try_get(2)?,
+                },
+            ))
+        })
         .collect()
 }
 

@@ -11,6 +11,7 @@
 //! Documents with many rows since their snapshot are then compacted.
 
 use super::sql::{self, Row};
+use super::webhooks::{self, Before};
 use super::{Record, RecordError};
 use crate::store::{Queued, Store};
 use std::collections::{BTreeMap, HashMap};
@@ -113,8 +114,12 @@ impl Record {
             let mut names: Vec<&str> = entries.iter().map(|e| e.doc.as_str()).collect();
             names.sort_unstable();
             names.dedup();
-            let deleted: HashMap<String, Option<i64>> =
+            let before: BTreeMap<String, Before> =
                 sql::lock_docs(&txn, &names).await?.into_iter().collect();
+            let deleted: HashMap<String, Option<i64>> = before
+                .iter()
+                .map(|(doc, before)| (doc.clone(), before.deleted_at_ms))
+                .collect();
             let count = entries.len();
             let rows = tokio::task::spawn_blocking(move || rows(&entries, &deleted))
                 .await
@@ -124,6 +129,10 @@ impl Record {
             } else {
                 sql::insert_rows(&txn, &self.node_id, &rows, COMPACT_AFTER_ROWS).await?
             };
+            if let Some(settings) = self.webhooks() {
+                webhooks::uploaded(&txn, settings, &rows, &before, crate::webhooks::now_ms())
+                    .await?;
+            }
             txn.commit().await?;
             metrics::counter!("quire_uploaded_updates_total").increment(count as u64);
             Ok(to_compact)

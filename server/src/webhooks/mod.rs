@@ -30,7 +30,7 @@ pub mod seal;
 pub mod sign;
 
 use crate::config::{Config, WebhookEvent};
-use crate::record::RecordError;
+use crate::record::{Record, RecordError};
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -101,7 +101,7 @@ impl Settings {
                 });
             }
         }
-        if config.redis_url.is_some() || config.postgres_url.is_some() {
+        if config.redis_url.is_some() && config.postgres_url.is_none() {
             return Err(WebhookConfigError::ClusterWithoutRecord);
         }
         let mut events = config.webhook_events.clone();
@@ -275,6 +275,7 @@ pub enum OutboxError {
 #[derive(Clone)]
 pub enum Outbox {
     Local(Store),
+    Shared(Record),
 }
 
 /// Counts for `/metrics`.
@@ -290,6 +291,7 @@ impl Outbox {
     pub async fn seal_due(&self, settings: &Settings, now_ms: i64) -> Result<usize, OutboxError> {
         match self {
             Outbox::Local(store) => seal::seal_local(store, settings, now_ms).await,
+            Outbox::Shared(record) => Ok(record.seal_webhooks(settings, now_ms).await?),
         }
     }
 
@@ -302,12 +304,16 @@ impl Outbox {
     ) -> Result<Vec<Claimed>, OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.claim_webhooks(now_ms, lease_until_ms, limit).await?),
+            Outbox::Shared(record) => {
+                Ok(record.claim_webhooks(now_ms, lease_until_ms, limit).await?)
+            }
         }
     }
 
     pub async fn settle(&self, id: u64, outcome: Settle) -> Result<(), OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.settle_webhook(id, outcome).await?),
+            Outbox::Shared(record) => Ok(record.settle_webhook(id, outcome).await?),
         }
     }
 
@@ -315,6 +321,7 @@ impl Outbox {
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<Claimed>, OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.dead_webhooks(limit).await?),
+            Outbox::Shared(record) => Ok(record.dead_webhooks(limit).await?),
         }
     }
 
@@ -323,16 +330,42 @@ impl Outbox {
     pub async fn replay(&self, id: Option<u64>, now_ms: i64) -> Result<u64, OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.replay_webhooks(id, now_ms).await?),
+            Outbox::Shared(record) => Ok(record.replay_webhooks(id, now_ms).await?),
         }
     }
 
     pub async fn counts(&self) -> Result<Counts, OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.webhook_counts().await?),
+            Outbox::Shared(record) => Ok(record.webhook_counts().await?),
         }
     }
 }
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_gets_webhooks_only_with_a_shared_record_for_the_outbox() {
+        let settings = |redis: bool, postgres: bool| {
+            let mut config = Config::for_data_dir("/nowhere");
+            config.webhook_urls = vec!["http://127.0.0.1:9/hook".into()];
+            config.webhook_secret = Some("s".into());
+            config.redis_url = redis.then(|| "redis://127.0.0.1:6379".into());
+            config.postgres_url = postgres.then(|| "postgres://quire@127.0.0.1/quire".into());
+            Settings::from_config(&config)
+        };
+        assert!(matches!(settings(false, false), Ok(Some(_))));
+        assert!(matches!(settings(false, true), Ok(Some(_))));
+        assert!(matches!(settings(true, true), Ok(Some(_))));
+        assert!(matches!(
+            settings(true, false),
+            Err(WebhookConfigError::ClusterWithoutRecord)
+        ));
+    }
 }
