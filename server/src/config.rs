@@ -45,11 +45,6 @@ pub enum WebhookEvent {
     DocumentUpdated,
     #[value(name = "document.deleted")]
     DocumentDeleted,
-    /// A client connected to a document (single node only).
-    #[value(name = "connection.opened")]
-    ConnectionOpened,
-    #[value(name = "connection.closed")]
-    ConnectionClosed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -585,12 +585,6 @@ impl Store {
         .await
     }
 
-    /// Writes entries of events that no stored change carries.
-    pub async fn enqueue_webhooks(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
-        self.webhooks(|reply| WebhookRequest::Enqueue { entries, reply })
-            .await
-    }
-
     pub async fn claim_webhooks(
         &self,
         now_ms: i64,

@@ -232,11 +232,6 @@ pub enum Request {
         entries: Vec<Entry>,
         reply: Reply<()>,
     },
-    /// Events of no stored change (connection events).
-    Enqueue {
-        entries: Vec<Entry>,
-        reply: Reply<()>,
-    },
     Claim {
         now_ms: i64,
         lease_until_ms: i64,
@@ -339,9 +334,6 @@ pub enum Work {
         state_vector: Option<Vec<u8>>,
         entries: Vec<Entry>,
     },
-    Enqueue {
-        entries: Vec<Entry>,
-    },
     Claim {
         now_ms: i64,
         lease_until_ms: i64,
@@ -383,9 +375,6 @@ impl Request {
                 },
                 Replier::Done(reply),
             ),
-            Request::Enqueue { entries, reply } => {
-                (Work::Enqueue { entries }, Replier::Done(reply))
-            }
             Request::Claim {
                 now_ms,
                 lease_until_ms,
@@ -476,19 +465,6 @@ impl Work {
                     Some(mark) => outbox.marks.insert(doc, mark),
                     None => outbox.marks.remove(&doc),
                 };
-                Ok(Answer::Done)
-            }
-            Work::Enqueue { entries } => {
-                let mut batch = sled::Batch::default();
-                let first = outbox.next_id;
-                for (i, entry) in entries.iter().enumerate() {
-                    batch.insert(&id_key(ENTRY, first + i as u64)[..], encode_entry(entry));
-                }
-                db.apply_batch(batch)?;
-                for (i, entry) in entries.iter().enumerate() {
-                    outbox.schedule.insert((entry.next_ms, first + i as u64));
-                }
-                outbox.next_id += entries.len() as u64;
                 Ok(Answer::Done)
             }
             Work::Claim {

@@ -141,8 +141,6 @@ impl WebhookEvent {
             WebhookEvent::DocumentCreated => "document.created",
             WebhookEvent::DocumentUpdated => "document.updated",
             WebhookEvent::DocumentDeleted => "document.deleted",
-            WebhookEvent::ConnectionOpened => "connection.opened",
-            WebhookEvent::ConnectionClosed => "connection.closed",
         }
     }
 }
@@ -170,12 +168,6 @@ pub struct EventData {
     /// (base64) from the previous event's state vector to this one's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update: Option<String>,
-    /// Connection events: `y-websocket` or `hocuspocus`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
-    /// Connection events: the document's connections on that node after it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connections: Option<u64>,
 }
 
 impl EventBody {

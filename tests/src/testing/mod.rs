@@ -23,11 +23,13 @@ pub mod postgres;
 pub mod redis;
 pub mod redis_cluster;
 pub mod trace;
+pub mod webhook_receiver;
 
 pub use binary::quire_binary;
 pub use postgres::Postgres;
 pub use redis::RedisServer;
 pub use redis_cluster::RedisCluster;
+pub use webhook_receiver::WebhookReceiver;
 
 use crate::{Client, ClientConfig, ClientError};
 use log::ServerLog;

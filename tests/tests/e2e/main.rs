@@ -22,3 +22,4 @@ mod storage_faults;
 mod support;
 mod sync;
 mod trace;
+mod webhooks;
