@@ -7,7 +7,9 @@
 //! moves the queue to PostgreSQL in idempotent batches keyed by node id and
 //! spool sequence. Documents load from PostgreSQL, then the node's own
 //! sled copy, then peers (healing by state vector, as before). Listing and
-//! deletes are decided in PostgreSQL, so they are global.
+//! deletes are decided in PostgreSQL, so they are global. With webhooks,
+//! their outbox is here too, written in the upload and delete transactions
+//! (`webhooks.rs`).
 //!
 //! PostgreSQL down: loaded documents keep serving and spooling; loading a
 //! document that is not in memory is refused with a retry (it cannot be
