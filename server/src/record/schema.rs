@@ -91,7 +91,10 @@ const MIGRATIONS: &[&str] = &[
         last_error text,
         dead boolean NOT NULL DEFAULT false
     );
+    -- Claiming, and counting what is pending; listing and counting dead
+    -- letters. Both counts are then index-only scans.
     CREATE INDEX quire_webhook_outbox_due ON quire_webhook_outbox (next_ms) WHERE NOT dead;
+    CREATE INDEX quire_webhook_outbox_dead ON quire_webhook_outbox (id) WHERE dead;
     "#,
 ];
 

@@ -313,9 +313,9 @@ impl Record {
         let result = async {
             let row = client
                 .query_one(
-                    "SELECT count(*) FILTER (WHERE NOT dead), count(*) FILTER (WHERE dead),
-                            (SELECT count(*) FROM quire_webhook_marks)
-                     FROM quire_webhook_outbox",
+                    "SELECT (SELECT count(*) FROM quire_webhook_outbox WHERE NOT dead),
+                            (SELECT count(*) FROM quire_webhook_outbox WHERE dead),
+                            (SELECT count(*) FROM quire_webhook_marks)",
                     &[],
                 )
                 .await?;

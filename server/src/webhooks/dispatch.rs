@@ -5,7 +5,7 @@ use super::{now_ms, retry, sign, Claimed, Outbox, Settings, Settle, CLAIM_BATCH}
 use futures_util::future::join_all;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// How often the outbox is looked at when nothing wakes the dispatcher
@@ -19,6 +19,8 @@ pub struct Dispatcher {
     /// Endpoints whose last attempt failed: a failure is logged when an
     /// endpoint starts failing and when it recovers, not per attempt.
     failing: HashSet<String>,
+    /// When the outbox was last counted for the metrics.
+    counted: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -36,6 +38,7 @@ impl Dispatcher {
             settings,
             client,
             failing: HashSet::new(),
+            counted: None,
         })
     }
 
@@ -83,9 +86,15 @@ impl Dispatcher {
                 break;
             }
         }
-        match self.outbox.counts().await {
-            Ok(counts) => crate::metrics::webhook_counts(counts),
-            Err(e) => tracing::debug!(error = %e, "counting the webhook outbox failed"),
+        if self
+            .counted
+            .is_none_or(|at| at.elapsed() >= self.outbox.count_every())
+        {
+            self.counted = Some(Instant::now());
+            match self.outbox.counts().await {
+                Ok(counts) => crate::metrics::webhook_counts(counts),
+                Err(e) => tracing::debug!(error = %e, "counting the webhook outbox failed"),
+            }
         }
     }
 

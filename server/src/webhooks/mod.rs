@@ -326,6 +326,16 @@ impl Outbox {
         }
     }
 
+    /// How often the dispatcher counts the outbox for the metrics: sled's
+    /// counts are in memory, PostgreSQL's are scans that every node would
+    /// otherwise run every round.
+    pub fn count_every(&self) -> Duration {
+        match self {
+            Outbox::Local(_) => Duration::ZERO,
+            Outbox::Shared(_) => Duration::from_secs(1),
+        }
+    }
+
     pub async fn counts(&self) -> Result<Counts, OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.webhook_counts().await?),
