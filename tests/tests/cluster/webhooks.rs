@@ -1,11 +1,12 @@
 //! Webhooks in a cluster (`--postgres-url`): the outbox is in PostgreSQL,
 //! so each event is written once however many nodes uploaded the change,
 //! and delivered by one node; a node killed in the middle of a delivery
-//! leaves it to the others once its lease ends.
+//! leaves it to the others once its lease ends; dead letters are the
+//! cluster's, listed and replayed through any node.
 
 use crate::support::{
-    client, eventually, node_id, segment, type_words, wait_ready, wait_words, Cluster, Rest,
-    NO_PERIODIC_RESYNC,
+    client, eventually, node_id, segment, text_update, type_words, wait_ready, wait_words, Cluster,
+    Rest, NO_PERIODIC_RESYNC, ROOT,
 };
 use anyhow::{ensure, Context, Result};
 use base64::Engine;
@@ -260,6 +261,126 @@ async fn a_node_killed_mid_delivery_leaves_its_leased_events_to_the_others() -> 
     ensure!(
         count(&received, "document.created", doc) == 2,
         "document.created: sent once by the killed node, once after its lease"
+    );
+    Ok(())
+}
+
+/// `GET /api/webhooks/dead-letters` on one node.
+async fn dead_letters(rest: &Rest) -> Result<Vec<serde_json::Value>> {
+    let listed: serde_json::Value = rest.get("/api/webhooks/dead-letters").await?.json().await?;
+    Ok(listed["dead_letters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+#[tokio::test]
+async fn dead_letters_are_the_clusters_listed_and_replayed_through_any_node() -> Result<()> {
+    // The receiver is down: every attempt fails until it comes back.
+    let receiver = WebhookReceiver::start().await?;
+    let addr = receiver.addr();
+    receiver.stop();
+    let url = format!("http://{addr}/hooks");
+    let cluster = Cluster::start_recorded(
+        2,
+        &[
+            "--webhook-url",
+            &url,
+            "--webhook-secret",
+            SECRET,
+            "--webhook-debounce-ms",
+            "100",
+            "--webhook-timeout-ms",
+            "500",
+            "--webhook-retry-ms",
+            "50",
+            "--webhook-max-attempts",
+            "3",
+        ],
+    )
+    .await?;
+    let (a, b) = (Rest::new(cluster.node(0)), Rest::new(cluster.node(1)));
+    let doc = "hooks/unheard";
+    let posted = a
+        .post(
+            &format!("/api/docs/{}/updates", segment(doc)),
+            text_update(ROOT, "hello"),
+        )
+        .await?;
+    ensure!(posted.status().is_success(), "post: {}", posted.status());
+
+    // created and updated, each tried three times (by either node), then
+    // parked; both nodes list the same dead letters.
+    let dead = eventually(|| async {
+        let dead = dead_letters(&b).await?;
+        Ok((dead.len() == 2).then_some(dead))
+    })
+    .await?;
+    for letter in &dead {
+        ensure!(letter["attempts"] == 3, "{letter}");
+        ensure!(letter["document"] == doc, "{letter}");
+        ensure!(letter["endpoint"] == url.as_str(), "{letter}");
+    }
+    let kinds: BTreeSet<&str> = dead.iter().filter_map(|l| l["type"].as_str()).collect();
+    ensure!(
+        kinds == BTreeSet::from(["document.created", "document.updated"]),
+        "{kinds:?}"
+    );
+    ensure!(
+        dead_letters(&a).await? == dead,
+        "node a lists other dead letters"
+    );
+
+    // The receiver is back: one replayed through node b, the rest through a.
+    let receiver = WebhookReceiver::start_on(addr).await?;
+    let first = dead[0]["id"].as_u64().context("id")?;
+    let replayed = b
+        .post(
+            &format!("/api/webhooks/dead-letters/{first}/replay"),
+            Vec::new(),
+        )
+        .await?;
+    ensure!(
+        replayed.status() == 202,
+        "replay one: {}",
+        replayed.status()
+    );
+    let missing = b
+        .post("/api/webhooks/dead-letters/999999/replay", Vec::new())
+        .await?;
+    ensure!(
+        missing.status() == 404,
+        "replay of nothing: {}",
+        missing.status()
+    );
+    let replayed = a
+        .post("/api/webhooks/dead-letters/replay", Vec::new())
+        .await?;
+    ensure!(
+        replayed.status() == 202,
+        "replay all: {}",
+        replayed.status()
+    );
+    let body: serde_json::Value = replayed.json().await?;
+    ensure!(body["replayed"] == 1, "{body}");
+
+    let dead_ids: BTreeSet<&str> = dead.iter().filter_map(|l| l["event_id"].as_str()).collect();
+    let received = receiver
+        .wait_for(DELIVERED, |all| all.len() >= dead_ids.len())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    wait_drained(&cluster).await?;
+    // Each replayed event once, by one node, and nothing else.
+    let mut received_ids: Vec<String> = receiver.received().into_iter().map(|r| r.id).collect();
+    received_ids.sort_unstable();
+    let expected: Vec<&str> = dead_ids.iter().copied().collect();
+    ensure!(received_ids == expected, "{received_ids:?} vs {expected:?}");
+    for r in &received {
+        verify(SECRET.as_bytes(), r).map_err(anyhow::Error::msg)?;
+    }
+    ensure!(
+        dead_letters(&a).await?.is_empty(),
+        "dead letters left after replay"
     );
     Ok(())
 }
