@@ -8,7 +8,9 @@
 //! batch cut differently duplicates content, which a CRDT merge absorbs.
 //! Updates applied before a document's deletion are dropped here, so a node
 //! that comes back with an old spool cannot bring a deleted document back.
-//! Documents with many rows since their snapshot are then compacted.
+//! Documents with many rows since their snapshot are then compacted. With
+//! webhooks, the same transaction marks the documents it uploads and writes
+//! `document.created` for the ones it creates (`webhooks.rs`).
 
 use super::sql::{self, Row};
 use super::webhooks::{self, Before};

@@ -399,8 +399,16 @@ async fn seal_one(
         state_of(recorded.parts(), previous.as_deref(), payload)
     })
     .await
-    .map_err(|e| RecordError::Corrupt(format!("sealing panicked: {e}")))?
-    .map_err(|e| RecordError::Corrupt(format!("document {doc}: {e}")))?;
+    .map_err(|e| RecordError::Corrupt(format!("sealing panicked: {e}")))?;
+    let state = match state {
+        Ok(state) => state,
+        Err(e) => {
+            // No node can load it either; its mark goes rather than hold
+            // up the marks sealed with it, round after round.
+            tracing::error!(doc, error = %e, "document.updated not sent: the document in PostgreSQL does not load");
+            return Ok(());
+        }
+    };
     let body = updated_event(doc, &state, now_ms);
     insert_entries(txn, &Entry::for_each(&settings.endpoints, &body, now_ms)).await?;
     txn.execute(
