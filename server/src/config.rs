@@ -45,6 +45,13 @@ pub enum WebhookEvent {
     DocumentUpdated,
     #[value(name = "document.deleted")]
     DocumentDeleted,
+    /// A client joined a document (a y-websocket connection, or a
+    /// Hocuspocus session that authenticated).
+    #[value(name = "connection.opened")]
+    ConnectionOpened,
+    /// A client left a document.
+    #[value(name = "connection.closed")]
+    ConnectionClosed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -585,6 +585,17 @@ impl Store {
         .await
     }
 
+    /// Writes entries of events that no stored change carries, without
+    /// waiting: what an actor calls. A refusal (storage failing) is the
+    /// outage that is already logged and shown in `/readyz`.
+    pub async fn enqueue_webhooks(&self, entries: Vec<Entry>) {
+        let (reply, _) = oneshot::channel();
+        let _ = self
+            .tx
+            .send_async(Op::Webhooks(WebhookRequest::Enqueue { entries, reply }))
+            .await;
+    }
+
     pub async fn claim_webhooks(
         &self,
         now_ms: i64,
@@ -1194,9 +1205,17 @@ impl Worker {
                 answer,
                 done,
             } => {
-                let result = self
-                    .writable()
-                    .and_then(|db| compact(db, &doc, snapshot, through_seq, meta));
+                let result = match (&self.fault, &self.db) {
+                    (None, Some(db)) => compact(
+                        db,
+                        &doc,
+                        snapshot,
+                        through_seq,
+                        meta,
+                        self.webhooks.as_mut(),
+                    ),
+                    _ => Err(StoreError::Unavailable),
+                };
                 match self.observe(result) {
                     Ok(()) => {
                         self.touched.insert(doc.as_str().to_owned());
@@ -1388,8 +1407,22 @@ fn compact(
     snapshot: Snapshot,
     through_seq: u64,
     meta: DocMeta,
+    webhooks: Option<&mut LocalOutbox>,
 ) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
+    // A document's first write can be its whole state: after storage
+    // failed under its first appends, which went with the failed batch.
+    if let Some(outbox) = webhooks {
+        if !db.contains_key(meta_key(doc.as_str()))? {
+            outbox.appended(
+                db,
+                &mut batch,
+                doc.as_str(),
+                |_| Ok(false),
+                meta.updated_at_ms,
+            )?;
+        }
+    }
     let prefix = log_prefix(doc.as_str());
     for entry in db.scan_prefix(&prefix) {
         let (key, _) = entry?;

@@ -27,10 +27,12 @@ use super::mailbox::MailboxReceiver;
 use super::peers::{PeerSync, Presence, Reach};
 use super::settings::{ActorSettings, Durability};
 use crate::cluster::Cluster;
+use crate::config::WebhookEvent;
 use crate::history::{NewVersion, Trigger, VersionMeta, Versions};
 use crate::names::DocName;
 use crate::record::{Record, RecordError};
 use crate::store::{Snapshot, Store, StoreError};
+use crate::webhooks::Entry;
 use bytes::Bytes;
 use crdt_core::cluster::{Body, ClusterMessage, PeerState};
 use crdt_core::hocuspocus::ServerMessage;
@@ -122,6 +124,8 @@ pub(super) struct DocActor {
     /// update) with no version recorded since: a version is due once it
     /// has been quiet for `--history-quiet-secs`.
     unversioned_since: Option<Instant>,
+    /// Connection events (webhooks) not yet handed to storage.
+    connection_events: Vec<Entry>,
 }
 
 fn now_ms() -> i64 {
@@ -159,6 +163,7 @@ impl DocActor {
             peers,
             persisted_outages,
             unversioned_since: None,
+            connection_events: Vec::new(),
         }
     }
 
@@ -184,6 +189,7 @@ impl DocActor {
             });
             let mut idle_since = Some(Instant::now());
             loop {
+                self.write_connection_events().await;
                 let idle_deadline = idle_since.map(|t| t + self.env.settings.idle_unload);
                 let waiter_deadline = self.peers.as_ref().and_then(|peers| peers.next_deadline());
                 let flush_deadline = self.conns.flush_deadline();
@@ -246,6 +252,7 @@ impl DocActor {
                 }
             }
             self.flush();
+            self.write_connection_events().await;
             if let Some(peers) = &self.peers {
                 peers.unsubscribe();
             }
@@ -311,6 +318,7 @@ impl DocActor {
                     first.push(Bytes::from(encode_awareness(&present.encode())));
                 }
                 let departed = self.conns.join(id, outbound, dialect, first);
+                self.connection_event(WebhookEvent::ConnectionOpened, dialect);
                 self.settle(departed);
                 self.publish_clients();
                 let _ = reply.send(());
@@ -859,6 +867,7 @@ impl DocActor {
             return;
         }
         while let Some(departure) = departed.pop() {
+            self.connection_event(WebhookEvent::ConnectionClosed, departure.dialect);
             let removal = self.awareness.remove(departure.awareness_clients);
             if removal.is_empty() {
                 continue;
@@ -873,6 +882,34 @@ impl DocActor {
             }
         }
         self.publish_clients();
+    }
+
+    /// Queues a connection event, if webhooks want it; written by
+    /// [`Self::write_connection_events`] before the actor waits again.
+    fn connection_event(&mut self, kind: WebhookEvent, dialect: Dialect) {
+        let Some(events) = &self.env.settings.connection_events else {
+            return;
+        };
+        let wanted = match kind {
+            WebhookEvent::ConnectionOpened => events.opened,
+            _ => events.closed,
+        };
+        if wanted {
+            self.connection_events.extend(events.entries(
+                kind,
+                self.name.as_str(),
+                dialect.protocol(),
+                self.conns.len(),
+                now_ms(),
+            ));
+        }
+    }
+
+    async fn write_connection_events(&mut self) {
+        if !self.connection_events.is_empty() {
+            let entries = std::mem::take(&mut self.connection_events);
+            Box::pin(self.env.store.enqueue_webhooks(entries)).await;
+        }
     }
 
     // --- the cluster side -------------------------------------------------

@@ -22,6 +22,16 @@ pub enum Dialect {
     Hocuspocus,
 }
 
+impl Dialect {
+    /// As metrics and webhooks name it.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Dialect::YWebsocket => "y-websocket",
+            Dialect::Hocuspocus => "hocuspocus",
+        }
+    }
+}
+
 /// Why an update was refused; the document is unchanged either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {

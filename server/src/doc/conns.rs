@@ -30,9 +30,10 @@ use tokio::time::Instant;
 const MAX_BATCH: usize = 64;
 
 /// A connection that left: the awareness clients it introduced.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct Departure {
     pub(super) awareness_clients: Vec<u64>,
+    pub(super) dialect: Dialect,
 }
 
 /// Connections that left while frames were sent.
@@ -111,6 +112,7 @@ impl Connections {
     pub(super) fn leave(&mut self, id: ConnId) -> Option<Departure> {
         self.links.remove(&id).map(|link| Departure {
             awareness_clients: link.awareness_clients,
+            dialect: link.dialect,
         })
     }
 
@@ -444,7 +446,8 @@ mod tests {
         assert_eq!(
             departed,
             vec![Departure {
-                awareness_clients: vec![70, 71]
+                awareness_clients: vec![70, 71],
+                dialect: Dialect::YWebsocket,
             }]
         );
         assert_eq!(received(&mut slow), vec!["close 1008"]);
@@ -462,7 +465,8 @@ mod tests {
         assert_eq!(
             conns.send_to(1, frame("x")),
             vec![Departure {
-                awareness_clients: vec![5]
+                awareness_clients: vec![5],
+                dialect: Dialect::YWebsocket,
             }]
         );
         assert!(conns.is_empty());

@@ -2,6 +2,7 @@
 //! one place.
 
 use crate::config::Config;
+use crate::webhooks::ConnectionEvents;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub(super) struct ActorSettings {
     pub(super) history_quiet: Duration,
     /// `--history-max-versions`.
     pub(super) history_max_versions: usize,
+    /// `--webhook-events` with connection events.
+    pub(super) connection_events: Option<ConnectionEvents>,
 }
 
 /// How an actor logs an update.
@@ -43,6 +46,7 @@ impl ActorSettings {
             persist_retry: Duration::from_secs(config.drain_grace_secs.max(5)),
             history_quiet: Duration::from_secs(config.history_quiet_secs.max(1)),
             history_max_versions: config.history_max_versions.max(1) as usize,
+            connection_events: ConnectionEvents::from_config(config),
         }
     }
 

@@ -131,6 +131,8 @@ impl LocalOutbox {
         })
     }
 
+    /// Adds `entry` to `batch` under the next id. Scheduled at once: if the
+    /// batch then fails, a claim finds no entry under that id and drops it.
     fn insert(&mut self, batch: &mut sled::Batch, entry: &Entry) {
         let id = self.next_id;
         self.next_id += 1;
@@ -229,6 +231,11 @@ pub enum Request {
         seen: u64,
         now_ms: i64,
         state_vector: Option<Vec<u8>>,
+        entries: Vec<Entry>,
+        reply: Reply<()>,
+    },
+    /// Events of no stored change (connection events).
+    Enqueue {
         entries: Vec<Entry>,
         reply: Reply<()>,
     },
@@ -334,6 +341,9 @@ pub enum Work {
         state_vector: Option<Vec<u8>>,
         entries: Vec<Entry>,
     },
+    Enqueue {
+        entries: Vec<Entry>,
+    },
     Claim {
         now_ms: i64,
         lease_until_ms: i64,
@@ -375,6 +385,9 @@ impl Request {
                 },
                 Replier::Done(reply),
             ),
+            Request::Enqueue { entries, reply } => {
+                (Work::Enqueue { entries }, Replier::Done(reply))
+            }
             Request::Claim {
                 now_ms,
                 lease_until_ms,
@@ -431,11 +444,8 @@ impl Work {
                 entries,
             } => {
                 let mut batch = sled::Batch::default();
-                let mut schedule = Vec::new();
                 for entry in &entries {
-                    let id = outbox.next_id + schedule.len() as u64;
-                    batch.insert(&id_key(ENTRY, id)[..], encode_entry(entry));
-                    schedule.push((entry.next_ms, id));
+                    outbox.insert(&mut batch, entry);
                 }
                 if let Some(sv) = &state_vector {
                     batch.insert(doc_key(SEALED, &doc), sv.as_slice());
@@ -459,12 +469,18 @@ impl Work {
                     None => None,
                 };
                 db.apply_batch(batch)?;
-                outbox.next_id += schedule.len() as u64;
-                outbox.schedule.extend(schedule);
                 match restarted {
                     Some(mark) => outbox.marks.insert(doc, mark),
                     None => outbox.marks.remove(&doc),
                 };
+                Ok(Answer::Done)
+            }
+            Work::Enqueue { entries } => {
+                let mut batch = sled::Batch::default();
+                for entry in &entries {
+                    outbox.insert(&mut batch, entry);
+                }
+                db.apply_batch(batch)?;
                 Ok(Answer::Done)
             }
             Work::Claim {

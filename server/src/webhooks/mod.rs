@@ -73,6 +73,49 @@ pub struct Settings {
     pub first_retry: Duration,
 }
 
+/// The connection events a document's actor writes, if any are wanted.
+#[derive(Debug, Clone)]
+pub struct ConnectionEvents {
+    pub endpoints: Vec<String>,
+    pub opened: bool,
+    pub closed: bool,
+}
+
+impl ConnectionEvents {
+    /// From the flags `Settings::from_config` validated at start.
+    pub fn from_config(config: &Config) -> Option<ConnectionEvents> {
+        let wants = |event| config.webhook_events.contains(&event);
+        let events = ConnectionEvents {
+            endpoints: config.webhook_urls.clone(),
+            opened: wants(WebhookEvent::ConnectionOpened),
+            closed: wants(WebhookEvent::ConnectionClosed),
+        };
+        (!events.endpoints.is_empty() && (events.opened || events.closed)).then_some(events)
+    }
+
+    /// The entries of one connection event.
+    pub fn entries(
+        &self,
+        kind: WebhookEvent,
+        doc: &str,
+        protocol: &str,
+        connections: usize,
+        now_ms: i64,
+    ) -> Vec<Entry> {
+        let body = EventBody::new(
+            kind,
+            doc,
+            now_ms,
+            EventData {
+                protocol: Some(protocol.to_owned()),
+                connections: Some(connections as u64),
+                ..EventData::default()
+            },
+        );
+        Entry::for_each(&self.endpoints, &body, now_ms)
+    }
+}
+
 /// What a `document.updated` event carries besides the state vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payload {
@@ -141,6 +184,8 @@ impl WebhookEvent {
             WebhookEvent::DocumentCreated => "document.created",
             WebhookEvent::DocumentUpdated => "document.updated",
             WebhookEvent::DocumentDeleted => "document.deleted",
+            WebhookEvent::ConnectionOpened => "connection.opened",
+            WebhookEvent::ConnectionClosed => "connection.closed",
         }
     }
 }
@@ -168,6 +213,12 @@ pub struct EventData {
     /// (base64) from the previous event's state vector to this one's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update: Option<String>,
+    /// Connection events: `y-websocket` or `hocuspocus`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Connection events: the document's connections on this node after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
 }
 
 impl EventBody {
@@ -351,23 +402,78 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Cli;
+    use clap::Parser;
+
+    fn settings(args: &[&str]) -> Result<Option<Settings>, WebhookConfigError> {
+        let mut argv = vec!["quire"];
+        argv.extend_from_slice(args);
+        Settings::from_config(&Cli::parse_from(argv).serve)
+    }
 
     #[test]
-    fn a_cluster_gets_webhooks_only_with_a_shared_record_for_the_outbox() {
-        let settings = |redis: bool, postgres: bool| {
-            let mut config = Config::for_data_dir("/nowhere");
-            config.webhook_urls = vec!["http://127.0.0.1:9/hook".into()];
-            config.webhook_secret = Some("s".into());
-            config.redis_url = redis.then(|| "redis://127.0.0.1:6379".into());
-            config.postgres_url = postgres.then(|| "postgres://quire@127.0.0.1/quire".into());
-            Settings::from_config(&config)
-        };
-        assert!(matches!(settings(false, false), Ok(Some(_))));
-        assert!(matches!(settings(false, true), Ok(Some(_))));
-        assert!(matches!(settings(true, true), Ok(Some(_))));
+    fn webhooks_are_off_without_a_url_and_refused_without_a_secret() {
+        assert!(matches!(settings(&[]), Ok(None)));
         assert!(matches!(
-            settings(true, false),
+            settings(&["--webhook-url", "http://r/hooks"]),
+            Err(WebhookConfigError::NoSecret)
+        ));
+    }
+
+    #[test]
+    fn receivers_must_be_http_urls_and_may_be_many() {
+        let two = settings(&[
+            "--webhook-url",
+            "http://a/hooks,https://b/hooks",
+            "--webhook-secret",
+            "s",
+        ]);
+        assert!(matches!(two, Ok(Some(s)) if s.endpoints.len() == 2));
+        for bad in ["ftp://a/hooks", "not a url", "/relative"] {
+            assert!(
+                matches!(
+                    settings(&["--webhook-url", bad, "--webhook-secret", "s"]),
+                    Err(WebhookConfigError::BadUrl { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cluster_without_a_shared_record_has_nowhere_to_keep_the_outbox() {
+        let hooks = ["--webhook-url", "http://a/hooks", "--webhook-secret", "s"];
+        let redis = ["--redis-url", "redis://127.0.0.1:6379"];
+        let postgres = ["--postgres-url", "postgres://quire@127.0.0.1/quire"];
+        assert!(matches!(
+            settings(&[&hooks[..], &redis[..]].concat()),
             Err(WebhookConfigError::ClusterWithoutRecord)
         ));
+        // With the shared record, with or without Redis.
+        assert!(matches!(
+            settings(&[&hooks[..], &postgres[..]].concat()),
+            Ok(Some(_))
+        ));
+        assert!(matches!(
+            settings(&[&hooks[..], &redis[..], &postgres[..]].concat()),
+            Ok(Some(_))
+        ));
+    }
+
+    #[test]
+    fn the_events_chosen_are_the_events_wanted() {
+        let Ok(Some(s)) = settings(&[
+            "--webhook-url",
+            "http://a/hooks",
+            "--webhook-secret",
+            "s",
+            "--webhook-events",
+            "document.deleted,document.deleted",
+        ]) else {
+            panic!("valid flags");
+        };
+        assert!(s.wants(WebhookEvent::DocumentDeleted));
+        assert!(!s.wants(WebhookEvent::DocumentUpdated));
+        assert_eq!(s.events.len(), 1);
     }
 }

@@ -62,6 +62,7 @@ pub fn updated_event(doc: &str, sealed: &Sealed, now_ms: i64) -> EventBody {
         EventData {
             state_vector: Some(b64(&sealed.state_vector)),
             update: sealed.update.as_deref().map(b64),
+            ..EventData::default()
         },
     )
 }
