@@ -270,7 +270,7 @@ pub async fn serve(config: Config, drain: CancellationToken) -> Result<(), Serve
     // With a shared record the outbox is in it, so that each event is
     // delivered by one node of the cluster.
     let outbox = webhooks.as_ref().map(|_| match &uploader {
-        Some((record, _, _)) => Outbox::Shared(record.clone()),
+        Some((record, _, _)) => Outbox::Shared(record.clone(), store.clone()),
         None => Outbox::Local(store.clone()),
     });
     if let (Some(settings), Some(outbox)) = (&webhooks, &outbox) {

@@ -130,7 +130,7 @@ pub(super) async fn deleted(
 }
 
 async fn insert_entries(
-    txn: &deadpool_postgres::Transaction<'_>,
+    txn: &impl deadpool_postgres::GenericClient,
     entries: &[Entry],
 ) -> Result<(), RecordError> {
     if entries.is_empty() {
@@ -190,6 +190,15 @@ impl Record {
 
     pub(super) fn webhooks(&self) -> Option<&Settings> {
         self.state.webhooks.get().map(Arc::as_ref)
+    }
+
+    /// Writes entries of events that no recorded change carries
+    /// (connection events, which reach here through each node's sled).
+    pub async fn enqueue_webhooks(&self, entries: &[Entry]) -> Result<(), RecordError> {
+        let client = self.client().await?;
+        let result = insert_entries(&client, entries).await;
+        self.observe(&result);
+        result
     }
 
     /// Seals the due marks (at most a batch); returns how many.

@@ -57,9 +57,12 @@ impl Dispatcher {
         }
     }
 
-    /// One round: seal, claim, deliver, settle, count.
+    /// One round: gather, seal, claim, deliver, settle, count.
     pub async fn round(&mut self) {
         let now = now_ms();
+        if let Err(e) = self.outbox.gather(now).await {
+            tracing::debug!(error = %e, "moving connection events to the shared outbox failed; retried later");
+        }
         if let Err(e) = self.outbox.seal_due(&self.settings, now).await {
             tracing::debug!(error = %e, "sealing webhook events failed; retried next round");
         }

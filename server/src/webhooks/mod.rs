@@ -318,7 +318,10 @@ pub enum OutboxError {
 #[derive(Clone)]
 pub enum Outbox {
     Local(Store),
-    Shared(Record),
+    /// The outbox is the record's; the node's sled only keeps the
+    /// connection events its actors wrote, until [`Outbox::gather`] moves
+    /// them up.
+    Shared(Record, Store),
 }
 
 /// Counts for `/metrics`.
@@ -329,12 +332,45 @@ pub struct Counts {
     pub marked: u64,
 }
 
+/// How long connection events being moved to PostgreSQL stay claimed in
+/// sled: a failed move is tried again after this.
+const GATHER_LEASE_MS: i64 = 10_000;
+
 impl Outbox {
+    /// In a cluster: moves the connection events the node's actors wrote to
+    /// sled (without waiting, as on one node) into PostgreSQL, where any
+    /// node delivers them. A crash between the insert and sled's removal
+    /// moves them twice: each is then delivered twice, with its id.
+    pub async fn gather(&self, now_ms: i64) -> Result<usize, OutboxError> {
+        let Outbox::Shared(record, store) = self else {
+            return Ok(0);
+        };
+        let mut moved = 0;
+        loop {
+            let claimed = store
+                .claim_webhooks(now_ms, now_ms + GATHER_LEASE_MS, CLAIM_BATCH)
+                .await?;
+            let full = claimed.len() == CLAIM_BATCH;
+            if claimed.is_empty() {
+                return Ok(moved);
+            }
+            let entries: Vec<Entry> = claimed.iter().map(|c| c.entry.clone()).collect();
+            record.enqueue_webhooks(&entries).await?;
+            for c in &claimed {
+                store.settle_webhook(c.id, Settle::Delivered).await?;
+            }
+            moved += claimed.len();
+            if !full {
+                return Ok(moved);
+            }
+        }
+    }
+
     /// Seals the marks that are due into events; returns how many.
     pub async fn seal_due(&self, settings: &Settings, now_ms: i64) -> Result<usize, OutboxError> {
         match self {
             Outbox::Local(store) => seal::seal_local(store, settings, now_ms).await,
-            Outbox::Shared(record) => Ok(record.seal_webhooks(settings, now_ms).await?),
+            Outbox::Shared(record, _) => Ok(record.seal_webhooks(settings, now_ms).await?),
         }
     }
 
@@ -347,7 +383,7 @@ impl Outbox {
     ) -> Result<Vec<Claimed>, OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.claim_webhooks(now_ms, lease_until_ms, limit).await?),
-            Outbox::Shared(record) => {
+            Outbox::Shared(record, _) => {
                 Ok(record.claim_webhooks(now_ms, lease_until_ms, limit).await?)
             }
         }
@@ -356,7 +392,7 @@ impl Outbox {
     pub async fn settle(&self, id: u64, outcome: Settle) -> Result<(), OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.settle_webhook(id, outcome).await?),
-            Outbox::Shared(record) => Ok(record.settle_webhook(id, outcome).await?),
+            Outbox::Shared(record, _) => Ok(record.settle_webhook(id, outcome).await?),
         }
     }
 
@@ -364,7 +400,7 @@ impl Outbox {
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<Claimed>, OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.dead_webhooks(limit).await?),
-            Outbox::Shared(record) => Ok(record.dead_webhooks(limit).await?),
+            Outbox::Shared(record, _) => Ok(record.dead_webhooks(limit).await?),
         }
     }
 
@@ -373,7 +409,7 @@ impl Outbox {
     pub async fn replay(&self, id: Option<u64>, now_ms: i64) -> Result<u64, OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.replay_webhooks(id, now_ms).await?),
-            Outbox::Shared(record) => Ok(record.replay_webhooks(id, now_ms).await?),
+            Outbox::Shared(record, _) => Ok(record.replay_webhooks(id, now_ms).await?),
         }
     }
 
@@ -383,14 +419,14 @@ impl Outbox {
     pub fn count_every(&self) -> Duration {
         match self {
             Outbox::Local(_) => Duration::ZERO,
-            Outbox::Shared(_) => Duration::from_secs(1),
+            Outbox::Shared(..) => Duration::from_secs(1),
         }
     }
 
     pub async fn counts(&self) -> Result<Counts, OutboxError> {
         match self {
             Outbox::Local(store) => Ok(store.webhook_counts().await?),
-            Outbox::Shared(record) => Ok(record.webhook_counts().await?),
+            Outbox::Shared(record, _) => Ok(record.webhook_counts().await?),
         }
     }
 }

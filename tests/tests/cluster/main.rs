@@ -26,7 +26,7 @@
 //! | [`redis_cluster`] | on a Redis Cluster: sharded relay, a slot migration and a primary's failover without periodic healing |
 //! | [`heartbeat`] | the presence a killed node relayed disappears within seconds (single Redis and Redis Cluster) |
 //! | [`history`] | versions in PostgreSQL: recorded on one node, restored on another, seen by clients of both |
-//! | [`webhooks`] | the outbox in PostgreSQL: each event written and delivered once by the cluster; a node killed mid-delivery leaves it to the others; dead letters listed and replayed through any node |
+//! | [`webhooks`] | the outbox in PostgreSQL: each event written and delivered once by the cluster; a node killed mid-delivery leaves it to the others; dead letters listed and replayed through any node; connection events of every node delivered once |
 
 mod backup;
 mod failover;

@@ -384,3 +384,51 @@ async fn dead_letters_are_the_clusters_listed_and_replayed_through_any_node() ->
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn connection_events_of_every_node_are_delivered_once_by_the_cluster() -> Result<()> {
+    let receiver = WebhookReceiver::start().await?;
+    let mut flags = flags(&receiver, "2000");
+    flags.extend([
+        "--webhook-events".to_owned(),
+        "connection.opened,connection.closed".to_owned(),
+    ]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cluster = Cluster::start_recorded(2, &flags).await?;
+    let doc = "hooks/visited";
+    // One client on each node, then both leave.
+    let a = client(cluster.node(0), doc).await?;
+    let b = client(cluster.node(1), doc).await?;
+    receiver
+        .wait_for(DELIVERED, |all| count(all, "connection.opened", doc) == 2)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    drop((a, b));
+    receiver
+        .wait_for(DELIVERED, |all| count(all, "connection.closed", doc) == 2)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    wait_drained(&cluster).await?;
+
+    let received = receiver.received();
+    let mut ids = BTreeSet::new();
+    for r in &received {
+        verify(SECRET.as_bytes(), r).map_err(anyhow::Error::msg)?;
+        ensure!(ids.insert(r.id.clone()), "event {} delivered twice", r.id);
+        ensure!(r.event["data"]["protocol"] == "y-websocket", "{}", r.event);
+        // Each node counts its own connections: one joined, then none.
+        let expected = if r.kind() == "connection.opened" {
+            1
+        } else {
+            0
+        };
+        ensure!(r.event["data"]["connections"] == expected, "{}", r.event);
+    }
+    ensure!(
+        received.len() == 4,
+        "{} events: {:?}",
+        received.len(),
+        received.iter().map(Received::kind).collect::<Vec<_>>()
+    );
+    Ok(())
+}
