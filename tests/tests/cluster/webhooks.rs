@@ -2,7 +2,8 @@
 //! so each event is written once however many nodes uploaded the change,
 //! and delivered by one node; a node killed in the middle of a delivery
 //! leaves it to the others once its lease ends; dead letters are the
-//! cluster's, listed and replayed through any node.
+//! cluster's, listed and replayed through any node; connection events,
+//! written by each node, are delivered once too.
 
 use crate::support::{
     client, eventually, node_id, segment, text_update, type_words, wait_ready, wait_words, Cluster,
