@@ -244,7 +244,16 @@ impl Record {
         result
     }
 
-    pub async fn settle_webhook(&self, id: u64, outcome: Settle) -> Result<(), RecordError> {
+    /// Settles an entry claimed with the lease `lease_ms`. A retry or dead
+    /// letter is written only while that lease is the entry's: a delivery
+    /// that outlasted it may have been claimed again by another node, whose
+    /// state this must not overwrite (a success is a success either way).
+    pub async fn settle_webhook(
+        &self,
+        id: u64,
+        lease_ms: i64,
+        outcome: Settle,
+    ) -> Result<(), RecordError> {
         let client = self.client().await?;
         let id = row_id(id);
         let result = match outcome {
@@ -258,8 +267,8 @@ impl Record {
                     .execute(
                         "UPDATE quire_webhook_outbox
                          SET attempts = attempts + 1, next_ms = $2, last_error = $3
-                         WHERE id = $1",
-                        &[&id, &next_ms, &error],
+                         WHERE id = $1 AND next_ms = $4",
+                        &[&id, &next_ms, &error, &lease_ms],
                     )
                     .await
             }
@@ -268,8 +277,8 @@ impl Record {
                     .execute(
                         "UPDATE quire_webhook_outbox
                          SET attempts = attempts + 1, last_error = $2, dead = true
-                         WHERE id = $1",
-                        &[&id, &error],
+                         WHERE id = $1 AND next_ms = $3",
+                        &[&id, &error, &lease_ms],
                     )
                     .await
             }

@@ -80,7 +80,7 @@ impl Dispatcher {
             let outcomes = join_all(claimed.iter().map(|c| self.attempt(c))).await;
             for (claimed, outcome) in claimed.iter().zip(outcomes) {
                 self.observe(claimed, &outcome);
-                if let Err(e) = self.outbox.settle(claimed.id, outcome).await {
+                if let Err(e) = self.outbox.settle(claimed, outcome).await {
                     // The lease runs out and the entry is delivered again.
                     tracing::debug!(error = %e, "settling a webhook delivery failed");
                 }

@@ -389,10 +389,14 @@ impl Outbox {
         }
     }
 
-    pub async fn settle(&self, id: u64, outcome: Settle) -> Result<(), OutboxError> {
+    /// Settles a claimed entry. In sled one dispatcher claims, so its lease
+    /// is always current; PostgreSQL checks it (see `Record::settle_webhook`).
+    pub async fn settle(&self, claimed: &Claimed, outcome: Settle) -> Result<(), OutboxError> {
         match self {
-            Outbox::Local(store) => Ok(store.settle_webhook(id, outcome).await?),
-            Outbox::Shared(record, _) => Ok(record.settle_webhook(id, outcome).await?),
+            Outbox::Local(store) => Ok(store.settle_webhook(claimed.id, outcome).await?),
+            Outbox::Shared(record, _) => Ok(record
+                .settle_webhook(claimed.id, claimed.entry.next_ms, outcome)
+                .await?),
         }
     }
 
