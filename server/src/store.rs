@@ -1011,6 +1011,9 @@ impl Worker {
         // when storage recovers.
         self.pending = None;
         self.dirty_since = None;
+        if let Some(outbox) = &mut self.webhooks {
+            outbox.lost(&self.touched);
+        }
         self.touched.clear();
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(Err(StoreError::Unavailable));
@@ -1410,18 +1413,10 @@ fn compact(
     webhooks: Option<&mut LocalOutbox>,
 ) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
-    // A document's first write can be its whole state: after storage
-    // failed under its first appends, which went with the failed batch.
     if let Some(outbox) = webhooks {
-        if !db.contains_key(meta_key(doc.as_str()))? {
-            outbox.appended(
-                db,
-                &mut batch,
-                doc.as_str(),
-                |_| Ok(false),
-                meta.updated_at_ms,
-            )?;
-        }
+        outbox.whole_state(db, &mut batch, doc.as_str(), meta.updated_at_ms, |db| {
+            Ok(db.contains_key(meta_key(doc.as_str()))?)
+        })?;
     }
     let prefix = log_prefix(doc.as_str());
     for entry in db.scan_prefix(&prefix) {

@@ -12,7 +12,7 @@
 use super::{Claimed, Counts, Entry, EventBody, EventData, Mark, Settle};
 use crate::config::WebhookEvent;
 use crate::store::StoreError;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use tokio::sync::oneshot;
 
 const MARK: u8 = b'w';
@@ -96,6 +96,9 @@ pub struct LocalOutbox {
     schedule: BTreeSet<(i64, u64)>,
     dead: u64,
     next_id: u64,
+    /// Documents whose appends went with a batch that failed: their marks
+    /// are written again with their whole state, when storage recovers.
+    lost: HashSet<String>,
 }
 
 impl LocalOutbox {
@@ -128,6 +131,7 @@ impl LocalOutbox {
             schedule,
             dead,
             next_id: last + 1,
+            lost: HashSet::new(),
         })
     }
 
@@ -190,12 +194,45 @@ impl LocalOutbox {
         Ok(())
     }
 
+    /// A write of `doc`'s whole state is in `batch` (a compaction). It
+    /// changes nothing a receiver has not heard of, unless it is the
+    /// document's first write, or carries changes whose appends were lost
+    /// with a failed batch (see [`LocalOutbox::lost`]): then it counts as
+    /// an append, so that their event comes after the state is stored.
+    pub fn whole_state(
+        &mut self,
+        db: &sled::Db,
+        batch: &mut sled::Batch,
+        doc: &str,
+        now_ms: i64,
+        stored_before: impl FnOnce(&sled::Db) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        if self.lost.remove(doc) {
+            return self.appended(db, batch, doc, stored_before, now_ms);
+        }
+        if !stored_before(db)? {
+            return self.appended(db, batch, doc, |_| Ok(false), now_ms);
+        }
+        Ok(())
+    }
+
+    /// The writes of these documents failed with their batch (storage
+    /// failed). Their marks are still here, in memory, but a seal could
+    /// read their state before the whole state is written again and remove
+    /// the mark; so the whole-state write marks them again.
+    pub fn lost<'a>(&mut self, docs: impl IntoIterator<Item = &'a String>) {
+        if self.events.documents == DocumentEvents::Here {
+            self.lost.extend(docs.into_iter().cloned());
+        }
+    }
+
     /// `doc` is removed in `batch`: its mark goes, `document.deleted` comes.
     pub fn deleted(&mut self, batch: &mut sled::Batch, doc: &str, now_ms: i64) {
         if self.events.documents != DocumentEvents::Here {
             return;
         }
         self.marks.remove(doc);
+        self.lost.remove(doc);
         batch.remove(doc_key(MARK, doc));
         batch.remove(doc_key(SEALED, doc));
         if self.events.deleted {
@@ -766,6 +803,36 @@ mod tests {
             db.get(doc_key(SEALED, "doc")).expect("get").as_deref(),
             Some(&[1u8, 2][..])
         );
+    }
+
+    #[test]
+    fn a_whole_state_write_marks_only_a_new_document_or_one_whose_appends_were_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path()).expect("sled");
+        let mut o = outbox(&db);
+        let whole = |o: &mut LocalOutbox, doc: &str, stored: bool, now| {
+            let mut batch = sled::Batch::default();
+            o.whole_state(&db, &mut batch, doc, now, |_| Ok(stored))
+                .expect("whole state");
+            db.apply_batch(batch).expect("batch");
+        };
+        // A compaction of a stored document: nothing to tell.
+        whole(&mut o, "stored", true, 100);
+        assert!(o.marks.is_empty());
+        // A document whose first write is its whole state is created.
+        whole(&mut o, "new", false, 100);
+        assert!(o.marks.contains_key("new"));
+        // Appends lost with a failed batch: the mark was sealed meanwhile
+        // (from a state without them); the whole state marks it again.
+        append(&mut o, &db, "lost", true, 100);
+        o.lost([&"lost".to_owned()]);
+        o.marks.remove("lost");
+        whole(&mut o, "lost", true, 200);
+        assert_eq!(o.marks.get("lost").map(|m| m.first_ms), Some(200));
+        // Once.
+        o.marks.remove("lost");
+        whole(&mut o, "lost", true, 300);
+        assert!(!o.marks.contains_key("lost"));
     }
 
     #[test]
