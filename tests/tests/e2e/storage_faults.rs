@@ -10,13 +10,16 @@
 
 use crate::support::{append, text_update, wait_text, Rest, WAIT};
 use anyhow::{bail, ensure, Context, Result};
-use quire_client::testing::TestServer;
+use base64::Engine;
+use quire_client::testing::{TestServer, WebhookReceiver};
 use quire_client::Status;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
+use yrs::updates::decoder::Decode;
+use yrs::{ReadTxn, StateVector, Transact};
 
 /// How a test breaks the server's storage while it runs, and mends it.
 enum Fault {
@@ -447,6 +450,79 @@ async fn with_flush_interval_0_and_a_full_disk_no_client_sees_an_update_the_serv
 async fn with_flush_interval_0_and_failing_writes_no_client_sees_an_update_the_server_did_not_store(
 ) -> Result<()> {
     with_flush_interval_0_no_client_sees_an_unstored_update(Fault::file_size_limit()?).await
+}
+
+/// With webhooks, the changes around a storage failure are all told: the
+/// ones whose write failed (the server kept them in memory) reach the
+/// receiver once the document's whole state is stored again.
+async fn webhooks_tell_of_every_change_made_around_a_storage_failure(fault: Fault) -> Result<()> {
+    let receiver = WebhookReceiver::start().await?;
+    let url = receiver.url();
+    let server = TestServer::start_in(
+        fault.parent(),
+        [
+            "--flush-interval-ms",
+            "20",
+            "--webhook-url",
+            &url,
+            "--webhook-secret",
+            "s",
+            "--webhook-debounce-ms",
+            "300",
+        ],
+    )
+    .await?;
+    let rest = Rest::new(&server);
+    let writer = server.client("faults/told").await?;
+    let reader = server.client("faults/told").await?;
+    let mut typed = String::new();
+    for c in "before ".chars() {
+        type_char(&writer, &mut typed, c);
+    }
+    wait_text(&reader, "t", &typed).await?;
+
+    // The writer types until the server notices the fault: what it typed
+    // last went with the write that failed.
+    fault.inject(&server)?;
+    let mut during = 0;
+    while readyz(&rest).await? == 200 {
+        type_char(&writer, &mut typed, 'd');
+        during += 1;
+        ensure!(during < 500, "storage never failed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fault.mend(&server)?;
+    wait_ready(&rest, 200, "after the fault was mended").await?;
+
+    // The last document.updated carries the state the server holds.
+    let held = rest.doc("faults/told").await?;
+    let held_sv = held.transact().state_vector();
+    receiver
+        .wait_for(Duration::from_secs(30), |all| {
+            all.iter()
+                .rfind(|r| r.kind() == "document.updated")
+                .and_then(|r| r.event["data"]["state_vector"].as_str().map(str::to_owned))
+                .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+                .and_then(|bytes| StateVector::decode_v1(&bytes).ok())
+                .is_some_and(|sv| sv == held_sv)
+        })
+        .await
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("typed {during} characters while storage failed"))?;
+    drop(server);
+    drop(fault);
+    Ok(())
+}
+
+#[tokio::test]
+async fn webhooks_tell_of_every_change_made_around_a_full_disk() -> Result<()> {
+    webhooks_tell_of_every_change_made_around_a_storage_failure(Fault::disk_full()?).await
+}
+
+#[tokio::test]
+async fn webhooks_tell_of_every_change_made_around_failing_writes() -> Result<()> {
+    webhooks_tell_of_every_change_made_around_a_storage_failure(Fault::file_size_limit()?).await
 }
 
 #[tokio::test]
