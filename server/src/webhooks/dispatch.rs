@@ -1,11 +1,11 @@
 //! The dispatcher: one task per node that seals due marks, claims due
-//! outbox entries, POSTs them and settles each.
+//! outbox entries, POSTs them side by side and settles each as it ends.
 
 use super::{now_ms, retry, sign, Claimed, Outbox, Settings, Settle, CLAIM_BATCH};
-use futures_util::future::join_all;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// How often the outbox is looked at when nothing wakes the dispatcher
@@ -42,23 +42,38 @@ impl Dispatcher {
         })
     }
 
-    /// Runs until `stop`. A delivery cut short by the stop keeps its lease
-    /// and is delivered again after it (at least once, never lost).
+    /// Runs until `stop`. Attempts run side by side, at most
+    /// [`CLAIM_BATCH`] at once; each is settled as soon as it ends, so a
+    /// receiver that does not answer delays the others only by the slots
+    /// its attempts hold. An attempt cut short by the stop keeps its lease
+    /// and is made again after it (at least once, never lost).
     pub async fn run(mut self, stop: CancellationToken) {
+        let mut in_flight: JoinSet<(Claimed, Settle)> = JoinSet::new();
+        let mut next_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = self.round() => {}
-                _ = stop.cancelled() => return,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
+                Some(ended) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    // A panicked attempt is made again after its lease.
+                    if let Ok((claimed, outcome)) = ended {
+                        self.settle(&claimed, outcome).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(next_round) => {
+                    let more = tokio::select! {
+                        more = self.round(&mut in_flight) => more,
+                        _ = stop.cancelled() => return,
+                    };
+                    let wait = if more { Duration::ZERO } else { POLL };
+                    next_round = tokio::time::Instant::now() + wait;
+                }
                 _ = stop.cancelled() => return,
             }
         }
     }
 
-    /// One round: gather, seal, claim, deliver, settle, count.
-    pub async fn round(&mut self) {
+    /// One round: gather, seal, claim what the free slots take and start
+    /// those attempts, count. True if more entries may be due now.
+    async fn round(&mut self, in_flight: &mut JoinSet<(Claimed, Settle)>) -> bool {
         let now = now_ms();
         if let Err(e) = self.outbox.gather(now).await {
             tracing::debug!(error = %e, "moving connection events to the shared outbox failed; retried later");
@@ -66,27 +81,25 @@ impl Dispatcher {
         if let Err(e) = self.outbox.seal_due(&self.settings, now).await {
             tracing::debug!(error = %e, "sealing webhook events failed; retried next round");
         }
-        loop {
-            let now = now_ms();
+        let free = CLAIM_BATCH.saturating_sub(in_flight.len());
+        let mut more = false;
+        if free > 0 {
             let lease = now + self.settings.lease().as_millis() as i64;
-            let claimed = match self.outbox.claim(now, lease, CLAIM_BATCH).await {
-                Ok(claimed) => claimed,
+            match self.outbox.claim(now, lease, free).await {
+                Ok(claimed) => {
+                    more = claimed.len() == free;
+                    for claimed in claimed {
+                        let client = self.client.clone();
+                        let settings = self.settings.clone();
+                        in_flight.spawn(async move {
+                            let outcome = attempt(&client, &settings, &claimed).await;
+                            (claimed, outcome)
+                        });
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "claiming webhook deliveries failed; retried next round");
-                    break;
                 }
-            };
-            let full = claimed.len() == CLAIM_BATCH;
-            let outcomes = join_all(claimed.iter().map(|c| self.attempt(c))).await;
-            for (claimed, outcome) in claimed.iter().zip(outcomes) {
-                self.observe(claimed, &outcome);
-                if let Err(e) = self.outbox.settle(claimed, outcome).await {
-                    // The lease runs out and the entry is delivered again.
-                    tracing::debug!(error = %e, "settling a webhook delivery failed");
-                }
-            }
-            if !full {
-                break;
             }
         }
         if self
@@ -99,41 +112,15 @@ impl Dispatcher {
                 Err(e) => tracing::debug!(error = %e, "counting the webhook outbox failed"),
             }
         }
+        more
     }
 
-    /// One POST of one entry.
-    async fn attempt(&self, claimed: &Claimed) -> Settle {
-        let entry = &claimed.entry;
-        let timestamp = chrono::Utc::now().timestamp();
-        let signature =
-            sign::signature(&self.settings.key, &entry.event_id, timestamp, &entry.body);
-        let sent = self
-            .client
-            .post(&entry.endpoint)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("webhook-id", &entry.event_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(entry.body.clone())
-            .send()
-            .await;
-        let error = match sent {
-            Ok(response) if response.status().is_success() => return Settle::Delivered,
-            Ok(response) => format!("the receiver answered HTTP {}", response.status().as_u16()),
-            Err(e) if e.is_timeout() => {
-                format!("no answer within {} ms", self.settings.timeout.as_millis())
-            }
-            Err(e) if e.is_connect() => "the receiver could not be reached".to_owned(),
-            Err(e) => format!("the request failed: {e}"),
-        };
-        retry::after_failure(
-            entry.attempts + 1,
-            self.settings.max_attempts,
-            self.settings.first_retry,
-            now_ms(),
-            retry::jitter(),
-            error,
-        )
+    async fn settle(&mut self, claimed: &Claimed, outcome: Settle) {
+        self.observe(claimed, &outcome);
+        if let Err(e) = self.outbox.settle(claimed, outcome).await {
+            // The lease runs out and the entry is delivered again.
+            tracing::debug!(error = %e, "settling a webhook delivery failed");
+        }
     }
 
     /// Metrics, and a log line when an endpoint starts or stops failing and
@@ -170,4 +157,35 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// One POST of one entry.
+async fn attempt(client: &reqwest::Client, settings: &Settings, claimed: &Claimed) -> Settle {
+    let entry = &claimed.entry;
+    let timestamp = chrono::Utc::now().timestamp();
+    let signature = sign::signature(&settings.key, &entry.event_id, timestamp, &entry.body);
+    let sent = client
+        .post(&entry.endpoint)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("webhook-id", &entry.event_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(entry.body.clone())
+        .send()
+        .await;
+    let error = match sent {
+        Ok(response) if response.status().is_success() => return Settle::Delivered,
+        Ok(response) => format!("the receiver answered HTTP {}", response.status().as_u16()),
+        Err(e) if e.is_timeout() => format!("no answer within {} ms", settings.timeout.as_millis()),
+        Err(e) if e.is_connect() => "the receiver could not be reached".to_owned(),
+        Err(e) => format!("the request failed: {e}"),
+    };
+    retry::after_failure(
+        entry.attempts + 1,
+        settings.max_attempts,
+        settings.first_retry,
+        now_ms(),
+        retry::jitter(),
+        error,
+    )
 }
