@@ -25,7 +25,9 @@ use crate::datadir::DataDirError;
 use crate::history::{NewVersion, StoredVersion, VersionMeta};
 use crate::journal::{Journal, Loss, Record, Verdict};
 use crate::names::DocName;
-use crate::webhooks::local::{LocalEvents, LocalOutbox, Request as WebhookRequest};
+use crate::webhooks::local::{
+    LocalEvents, LocalOutbox, Replier, Reply as WebhookReply, Request as WebhookRequest, Work,
+};
 use crate::webhooks::{Claimed, Counts, Entry, Mark, Settle};
 use bytes::Bytes;
 use std::collections::BTreeSet;
@@ -241,7 +243,7 @@ enum Op {
         reply: Reply<Option<StoredVersion>>,
     },
     /// The webhook outbox (`crate::webhooks::local`).
-    Webhooks(crate::webhooks::local::Request),
+    Webhooks(WebhookRequest),
     Shutdown {
         reply: Reply<()>,
     },
@@ -549,23 +551,29 @@ impl Store {
 
     async fn webhooks<T>(
         &self,
-        make: impl FnOnce(Reply<T>) -> crate::webhooks::local::Request,
+        work: Work,
+        reply: fn(WebhookReply<T>) -> Replier,
     ) -> Result<T, StoreError> {
-        self.call(|reply| Op::Webhooks(make(reply))).await
+        self.call(|tx| {
+            Op::Webhooks(WebhookRequest {
+                work,
+                reply: reply(tx),
+            })
+        })
+        .await
     }
 
     /// Every document marked for `document.updated`.
     pub async fn webhook_marks(&self) -> Result<Vec<(String, Mark)>, StoreError> {
-        self.webhooks(|reply| WebhookRequest::Marks { reply }).await
+        self.webhooks(Work::Marks, Replier::Marks).await
     }
 
     /// The state vector the last `document.updated` of `doc` carried.
     pub async fn webhook_sealed(&self, doc: String) -> Result<Option<Vec<u8>>, StoreError> {
-        self.webhooks(|reply| WebhookRequest::Sealed { doc, reply })
-            .await
+        self.webhooks(Work::Sealed { doc }, Replier::Sealed).await
     }
 
-    /// Writes a sealed event's entries (see `webhooks::local::Request::Seal`).
+    /// Writes a sealed event's entries (see `webhooks::local::Work::Seal`).
     pub async fn seal_webhook(
         &self,
         doc: String,
@@ -574,15 +582,14 @@ impl Store {
         state_vector: Option<Vec<u8>>,
         entries: Vec<Entry>,
     ) -> Result<(), StoreError> {
-        self.webhooks(|reply| WebhookRequest::Seal {
+        let work = Work::Seal {
             doc,
             seen,
             now_ms,
             state_vector,
             entries,
-            reply,
-        })
-        .await
+        };
+        self.webhooks(work, Replier::Done).await
     }
 
     /// Writes entries of events that no stored change carries, without
@@ -590,10 +597,11 @@ impl Store {
     /// outage that is already logged and shown in `/readyz`.
     pub async fn enqueue_webhooks(&self, entries: Vec<Entry>) {
         let (reply, _) = oneshot::channel();
-        let _ = self
-            .tx
-            .send_async(Op::Webhooks(WebhookRequest::Enqueue { entries, reply }))
-            .await;
+        let request = WebhookRequest {
+            work: Work::Enqueue { entries },
+            reply: Replier::Done(reply),
+        };
+        let _ = self.tx.send_async(Op::Webhooks(request)).await;
     }
 
     pub async fn claim_webhooks(
@@ -602,33 +610,30 @@ impl Store {
         lease_until_ms: i64,
         limit: usize,
     ) -> Result<Vec<Claimed>, StoreError> {
-        self.webhooks(|reply| WebhookRequest::Claim {
+        let work = Work::Claim {
             now_ms,
             lease_until_ms,
             limit,
-            reply,
-        })
-        .await
+        };
+        self.webhooks(work, Replier::Claimed).await
     }
 
     pub async fn settle_webhook(&self, id: u64, outcome: Settle) -> Result<(), StoreError> {
-        self.webhooks(|reply| WebhookRequest::Settle { id, outcome, reply })
+        self.webhooks(Work::Settle { id, outcome }, Replier::Done)
             .await
     }
 
     pub async fn dead_webhooks(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
-        self.webhooks(|reply| WebhookRequest::Dead { limit, reply })
-            .await
+        self.webhooks(Work::Dead { limit }, Replier::Claimed).await
     }
 
     pub async fn replay_webhooks(&self, id: Option<u64>, now_ms: i64) -> Result<u64, StoreError> {
-        self.webhooks(|reply| WebhookRequest::Replay { id, now_ms, reply })
+        self.webhooks(Work::Replay { id, now_ms }, Replier::Count)
             .await
     }
 
     pub async fn webhook_counts(&self) -> Result<Counts, StoreError> {
-        self.webhooks(|reply| WebhookRequest::Counts { reply })
-            .await
+        self.webhooks(Work::Counts, Replier::Counts).await
     }
 
     /// Flushes and stops the storage thread; later calls fail with `Closed`.
@@ -1394,8 +1399,10 @@ impl Worker {
                 }
                 let _ = reply.send(result);
             }
-            Op::Webhooks(request) => {
-                let (work, replier) = request.split();
+            Op::Webhooks(WebhookRequest {
+                work,
+                reply: replier,
+            }) => {
                 let writes = work.writes();
                 let result = match (&self.fault, &self.db, &mut self.webhooks) {
                     (_, _, None) => Err(StoreError::Corrupt("webhooks are not configured".into())),

@@ -247,58 +247,13 @@ impl LocalOutbox {
     }
 }
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// What the dispatcher and the REST routes ask of the storage thread.
-pub enum Request {
-    /// Every marked document.
-    Marks {
-        reply: Reply<Vec<(String, Mark)>>,
-    },
-    /// The state vector of `doc`'s last `document.updated` event.
-    Sealed {
-        doc: String,
-        reply: Reply<Option<Vec<u8>>>,
-    },
-    /// Writes `entries` (none: `doc` no longer exists) and the state vector
-    /// they carry; removes the mark if it still counts `seen` changes, or
-    /// starts its wait over if more came meanwhile.
-    Seal {
-        doc: String,
-        seen: u64,
-        now_ms: i64,
-        state_vector: Option<Vec<u8>>,
-        entries: Vec<Entry>,
-        reply: Reply<()>,
-    },
-    /// Events of no stored change (connection events).
-    Enqueue {
-        entries: Vec<Entry>,
-        reply: Reply<()>,
-    },
-    Claim {
-        now_ms: i64,
-        lease_until_ms: i64,
-        limit: usize,
-        reply: Reply<Vec<Claimed>>,
-    },
-    Settle {
-        id: u64,
-        outcome: Settle,
-        reply: Reply<()>,
-    },
-    Dead {
-        limit: usize,
-        reply: Reply<Vec<Claimed>>,
-    },
-    Replay {
-        id: Option<u64>,
-        now_ms: i64,
-        reply: Reply<u64>,
-    },
-    Counts {
-        reply: Reply<Counts>,
-    },
+/// What the dispatcher and the REST routes ask of the storage thread: the
+/// work, and where its answer goes.
+pub struct Request {
+    pub work: Work,
+    pub reply: Replier,
 }
 
 /// A request's answer, whatever its type, until the storage thread has
@@ -365,12 +320,17 @@ impl Replier {
     }
 }
 
-/// A request without its reply channel.
+/// What a request does, on the storage thread.
 pub enum Work {
+    /// Every marked document.
     Marks,
+    /// The state vector of `doc`'s last `document.updated` event.
     Sealed {
         doc: String,
     },
+    /// Writes `entries` (none: `doc` no longer exists) and the state vector
+    /// they carry; removes the mark if it still counts `seen` changes, or
+    /// starts its wait over if more came meanwhile.
     Seal {
         doc: String,
         seen: u64,
@@ -378,6 +338,7 @@ pub enum Work {
         state_vector: Option<Vec<u8>>,
         entries: Vec<Entry>,
     },
+    /// Events of no stored change (connection events).
     Enqueue {
         entries: Vec<Entry>,
     },
@@ -398,56 +359,6 @@ pub enum Work {
         now_ms: i64,
     },
     Counts,
-}
-
-impl Request {
-    pub fn split(self) -> (Work, Replier) {
-        match self {
-            Request::Marks { reply } => (Work::Marks, Replier::Marks(reply)),
-            Request::Sealed { doc, reply } => (Work::Sealed { doc }, Replier::Sealed(reply)),
-            Request::Seal {
-                doc,
-                seen,
-                now_ms,
-                state_vector,
-                entries,
-                reply,
-            } => (
-                Work::Seal {
-                    doc,
-                    seen,
-                    now_ms,
-                    state_vector,
-                    entries,
-                },
-                Replier::Done(reply),
-            ),
-            Request::Enqueue { entries, reply } => {
-                (Work::Enqueue { entries }, Replier::Done(reply))
-            }
-            Request::Claim {
-                now_ms,
-                lease_until_ms,
-                limit,
-                reply,
-            } => (
-                Work::Claim {
-                    now_ms,
-                    lease_until_ms,
-                    limit,
-                },
-                Replier::Claimed(reply),
-            ),
-            Request::Settle { id, outcome, reply } => {
-                (Work::Settle { id, outcome }, Replier::Done(reply))
-            }
-            Request::Dead { limit, reply } => (Work::Dead { limit }, Replier::Claimed(reply)),
-            Request::Replay { id, now_ms, reply } => {
-                (Work::Replay { id, now_ms }, Replier::Count(reply))
-            }
-            Request::Counts { reply } => (Work::Counts, Replier::Counts(reply)),
-        }
-    }
 }
 
 impl Work {

@@ -65,6 +65,20 @@ fn carried_state_vector(event: &Received) -> Option<StateVector> {
     StateVector::decode_v1(&decode(b64).ok()?).ok()
 }
 
+/// Waits until the server lists `n` dead letters, and returns them.
+async fn dead_letters(rest: &Rest, n: usize) -> Result<Vec<serde_json::Value>> {
+    crate::support::eventually(|| async {
+        let listed: serde_json::Value =
+            rest.get("/api/webhooks/dead-letters").await?.json().await?;
+        let dead = listed["dead_letters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok((dead.len() == n).then_some(dead))
+    })
+    .await
+}
+
 /// The events of `kind` for `doc` the receiver kept (deduplicated).
 fn kept<'a>(events: &'a [Received], kind: &str, doc: &str) -> Vec<&'a Received> {
     events
@@ -345,16 +359,7 @@ async fn a_receiver_down_for_good_ends_in_the_dead_letter_list_and_a_replay_deli
     ensure!(posted.status().is_success(), "post: {}", posted.status());
 
     // created and updated, each tried three times, then parked.
-    let dead = crate::support::eventually(|| async {
-        let listed: serde_json::Value =
-            rest.get("/api/webhooks/dead-letters").await?.json().await?;
-        let dead = listed["dead_letters"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        Ok((dead.len() == 2).then_some(dead))
-    })
-    .await?;
+    let dead = dead_letters(&rest, 2).await?;
     for letter in &dead {
         ensure!(letter["attempts"] == 3, "{letter}");
         ensure!(letter["document"] == "unheard", "{letter}");
@@ -548,16 +553,7 @@ async fn each_receiver_gets_every_event_whatever_becomes_of_the_others() -> Resu
         .map_err(anyhow::Error::msg)?;
     // The same events, with the same ids, went to the receiver that is down
     // and ended as its dead letters only.
-    let dead = crate::support::eventually(|| async {
-        let listed: serde_json::Value =
-            rest.get("/api/webhooks/dead-letters").await?.json().await?;
-        let dead = listed["dead_letters"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        Ok((dead.len() == 2).then_some(dead))
-    })
-    .await?;
+    let dead = dead_letters(&rest, 2).await?;
     ensure!(
         dead.iter().all(|l| l["endpoint"] == down_url.as_str()),
         "{dead:?}"
