@@ -25,7 +25,7 @@ use super::{Record, RecordError};
 use crate::config::WebhookEvent;
 use crate::webhooks::seal::{state_of, updated_event};
 use crate::webhooks::{
-    Claimed, Counts, Entry, EventBody, EventData, Settings, Settle, MAX_WAIT_WINDOWS,
+    Claimed, Counts, Entry, EventBody, EventData, Payload, Settings, Settle, MAX_WAIT_WINDOWS,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -404,15 +404,19 @@ async fn seal_one(
         // Deleted since it was marked: `document.deleted` says the rest.
         return Ok(());
     }
-    let previous: Option<Vec<u8>> = txn
-        .query_opt(
-            "SELECT state_vector FROM quire_webhook_sealed WHERE doc = $1",
-            &[&doc],
-        )
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()?;
-    let payload = settings.include_update;
+    let payload = settings.payload;
+    // Only the update since the previous event needs its state vector.
+    let previous: Option<Vec<u8>> = match payload {
+        Payload::StateVectorAndUpdate => txn
+            .query_opt(
+                "SELECT state_vector FROM quire_webhook_sealed WHERE doc = $1",
+                &[&doc],
+            )
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?,
+        Payload::StateVector => None,
+    };
     let state = tokio::task::spawn_blocking(move || {
         state_of(recorded.parts(), previous.as_deref(), payload)
     })

@@ -66,7 +66,7 @@ pub struct Settings {
     pub endpoints: Vec<String>,
     pub key: Arc<[u8]>,
     pub events: Vec<WebhookEvent>,
-    pub include_update: Payload,
+    pub payload: Payload,
     pub debounce: Duration,
     pub timeout: Duration,
     pub max_attempts: u32,
@@ -154,7 +154,7 @@ impl Settings {
             endpoints: config.webhook_urls.clone(),
             key: sign::key(secret)?.into(),
             events,
-            include_update: if config.webhook_include_update {
+            payload: if config.webhook_include_update {
                 Payload::StateVectorAndUpdate
             } else {
                 Payload::StateVector

@@ -82,12 +82,18 @@ pub async fn seal_local(
             // Marks are written for stored documents only.
             continue;
         };
-        let stored = store.load(doc.clone()).await?;
         let mut entries = Vec::new();
         let mut state_vector = None;
-        if stored.meta.is_some() && settings.wants(WebhookEvent::DocumentUpdated) {
-            let previous = store.webhook_sealed(name.clone()).await?;
-            let payload = settings.include_update;
+        let stored = match settings.wants(WebhookEvent::DocumentUpdated) {
+            true => Some(store.load(doc).await?).filter(|stored| stored.meta.is_some()),
+            false => None,
+        };
+        if let Some(stored) = stored {
+            let payload = settings.payload;
+            let previous = match payload {
+                Payload::StateVectorAndUpdate => store.webhook_sealed(name.clone()).await?,
+                Payload::StateVector => None,
+            };
             let state = tokio::task::spawn_blocking(move || {
                 let parts = stored
                     .snapshot
