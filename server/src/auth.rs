@@ -69,6 +69,15 @@ impl Access {
         }
     }
 
+    /// Who it is, when a token says so (a token's `sub`, or the admin);
+    /// nobody in particular in open mode. What versions record.
+    pub fn known_subject(&self) -> Option<std::sync::Arc<str>> {
+        match self {
+            Access::Open => None,
+            Access::Admin | Access::Token(_) => Some(self.subject().into()),
+        }
+    }
+
     /// 403 unless this access may open `doc` at all.
     pub fn require_read(&self, doc: &DocName) -> Result<(), AppError> {
         match self {

@@ -80,6 +80,9 @@ pub struct NewVersion {
     pub trigger: Trigger,
     /// Connections to the document on this node when it was recorded.
     pub clients: u32,
+    /// Who those connections were, as far as their tokens say (each name
+    /// once, sorted, at most [`MAX_USERS`]).
+    pub users: Vec<String>,
     /// `crdt_core::history::snapshot_v1`.
     pub snapshot: Vec<u8>,
 }
@@ -92,6 +95,7 @@ pub struct VersionMeta {
     pub label: Option<String>,
     pub trigger: Trigger,
     pub clients: u32,
+    pub users: Vec<String>,
     /// Bytes of the snapshot.
     pub size: u64,
 }
@@ -185,27 +189,60 @@ pub fn to_prune(versions: &[VersionMeta], keep: usize) -> Vec<u64> {
     candidates.iter().take(excess).map(|v| v.id).collect()
 }
 
-/// A sled value: `created_at_ms i64 BE | trigger u8 | clients u32 BE |
-/// label length u32 BE | label | snapshot` (see ARCHITECTURE.md).
+/// Users listed per version, at most.
+pub const MAX_USERS: usize = 50;
+
+/// Set in the trigger byte when a users section follows the label (versions
+/// written before it have none).
+const WITH_USERS: u8 = 0x80;
+
+/// A sled value: `created_at_ms i64 BE | trigger u8 (| 0x80 with users) |
+/// clients u32 BE | label length u32 BE | label | [users: count u16 BE,
+/// then each length u16 BE | name] | snapshot` (see ARCHITECTURE.md).
 pub(crate) fn encode_sled(version: &NewVersion) -> Vec<u8> {
     let label = version.label.as_deref().unwrap_or("");
-    let mut v = Vec::with_capacity(17 + label.len() + version.snapshot.len());
+    let mut v = Vec::with_capacity(19 + label.len() + version.snapshot.len());
     v.extend_from_slice(&version.created_at_ms.to_be_bytes());
-    v.push(version.trigger.code());
+    v.push(version.trigger.code() | WITH_USERS);
     v.extend_from_slice(&version.clients.to_be_bytes());
     v.extend_from_slice(&(label.len() as u32).to_be_bytes());
     v.extend_from_slice(label.as_bytes());
+    let users: Vec<&str> = version
+        .users
+        .iter()
+        .map(String::as_str)
+        .filter(|u| u.len() <= u16::MAX as usize)
+        .take(MAX_USERS)
+        .collect();
+    v.extend_from_slice(&(users.len() as u16).to_be_bytes());
+    for user in users {
+        v.extend_from_slice(&(user.len() as u16).to_be_bytes());
+        v.extend_from_slice(user.as_bytes());
+    }
     v.extend_from_slice(&version.snapshot);
     v
 }
 
 pub(crate) fn decode_sled(id: u64, raw: &[u8]) -> Option<StoredVersion> {
     let created_at_ms = i64::from_be_bytes(raw.get(0..8)?.try_into().ok()?);
-    let trigger = Trigger::from_code(*raw.get(8)?)?;
+    let code = *raw.get(8)?;
+    let trigger = Trigger::from_code(code & !WITH_USERS)?;
     let clients = u32::from_be_bytes(raw.get(9..13)?.try_into().ok()?);
     let label_len = u32::from_be_bytes(raw.get(13..17)?.try_into().ok()?) as usize;
     let label = std::str::from_utf8(raw.get(17..17 + label_len)?).ok()?;
-    let snapshot = raw.get(17 + label_len..)?.to_vec();
+    let mut at = 17 + label_len;
+    let mut users = Vec::new();
+    if code & WITH_USERS != 0 {
+        let count = u16::from_be_bytes(raw.get(at..at + 2)?.try_into().ok()?);
+        at += 2;
+        for _ in 0..count {
+            let len = u16::from_be_bytes(raw.get(at..at + 2)?.try_into().ok()?) as usize;
+            at += 2;
+            users.push(std::str::from_utf8(raw.get(at..at + len)?).ok()?.to_owned());
+            at += len;
+        }
+    }
+    let snapshot = raw.get(at..)?.to_vec();
     Some(StoredVersion {
         meta: VersionMeta {
             id,
@@ -213,6 +250,7 @@ pub(crate) fn decode_sled(id: u64, raw: &[u8]) -> Option<StoredVersion> {
             label: (!label.is_empty()).then(|| label.to_owned()),
             trigger,
             clients,
+            users,
             size: snapshot.len() as u64,
         },
         snapshot,
@@ -230,6 +268,7 @@ mod tests {
             label: None,
             trigger,
             clients: 0,
+            users: Vec::new(),
             size: 1,
         }
     }
@@ -265,6 +304,7 @@ mod tests {
             label: Some("before the rewrite ✓".into()),
             trigger: Trigger::Manual,
             clients: 3,
+            users: vec!["ada".into(), "bob".into()],
             snapshot: vec![0, 1, 2, 3],
         };
         let stored = decode_sled(9, &encode_sled(&version)).expect("decodes");
@@ -277,9 +317,26 @@ mod tests {
                 label: version.label.clone(),
                 trigger: Trigger::Manual,
                 clients: 3,
+                users: vec!["ada".into(), "bob".into()],
                 size: 4,
             }
         );
         assert!(decode_sled(9, &encode_sled(&version)[..12]).is_none());
+    }
+
+    #[test]
+    fn a_version_written_before_users_were_kept_still_decodes() {
+        // created_at | trigger 2 (manual) | clients 1 | label "l" | snapshot
+        let mut old = 5i64.to_be_bytes().to_vec();
+        old.push(2);
+        old.extend_from_slice(&1u32.to_be_bytes());
+        old.extend_from_slice(&1u32.to_be_bytes());
+        old.push(b'l');
+        old.extend_from_slice(&[7, 8]);
+        let stored = decode_sled(1, &old).expect("decodes");
+        assert_eq!(stored.snapshot, [7, 8]);
+        assert_eq!(stored.meta.label.as_deref(), Some("l"));
+        assert!(stored.meta.users.is_empty());
+        assert_eq!(stored.meta.trigger, Trigger::Manual);
     }
 }

@@ -725,6 +725,7 @@ fn save_version(
         label: version.label.clone(),
         trigger: version.trigger,
         clients: version.clients,
+        users: version.users.clone(),
         size: version.snapshot.len() as u64,
     };
     let mut batch = sled::Batch::default();

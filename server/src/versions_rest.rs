@@ -147,6 +147,9 @@ pub struct VersionBody {
     size: u64,
     /// Connections to the document on the recording node at the time.
     clients: u32,
+    /// Who they were, as far as their tokens say (a token's `sub`, or
+    /// `admin`); empty in open mode. Each once, sorted, at most 50.
+    users: Vec<String>,
 }
 
 impl From<VersionMeta> for VersionBody {
@@ -158,6 +161,7 @@ impl From<VersionMeta> for VersionBody {
             trigger: meta.trigger,
             size: meta.size,
             clients: meta.clients,
+            users: meta.users,
         }
     }
 }

@@ -302,6 +302,7 @@ impl DocActor {
                 id,
                 outbound,
                 dialect,
+                who,
                 reply,
             } => {
                 let mut first = Vec::with_capacity(2);
@@ -317,7 +318,7 @@ impl DocActor {
                 if !present.is_empty() {
                     first.push(Bytes::from(encode_awareness(&present.encode())));
                 }
-                let departed = self.conns.join(id, outbound, dialect, first);
+                let departed = self.conns.join(id, outbound, dialect, who, first);
                 self.connection_event(WebhookEvent::ConnectionOpened, dialect);
                 self.settle(departed);
                 self.publish_clients();
@@ -560,6 +561,7 @@ impl DocActor {
             label,
             trigger,
             clients: self.conns.len().min(u32::MAX as usize) as u32,
+            users: self.conns.who(crate::history::MAX_USERS),
             snapshot,
         };
         let versions = Versions::new(&self.env.store, self.env.record.as_ref());

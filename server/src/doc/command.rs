@@ -163,6 +163,8 @@ pub enum DocCommand {
         /// how the actor closes the connection.
         outbound: Outbound,
         dialect: Dialect,
+        /// Who it is, when a token says (versions list who was connected).
+        who: Option<std::sync::Arc<str>>,
         reply: oneshot::Sender<()>,
     },
     Disconnect {

@@ -22,7 +22,8 @@ use super::close::CloseReason;
 use super::command::{ConnId, Dialect};
 use super::outbound::{Outbound, QueueError};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,6 +46,8 @@ struct Link {
     /// Awareness client ids this connection introduced; removed when it
     /// leaves. Usually one: a sorted `Vec` is the smallest set for that.
     awareness_clients: Vec<u64>,
+    /// Who it is, when its token says.
+    who: Option<Arc<str>>,
 }
 
 /// Update frames applied but not yet relayed, each with the connection it
@@ -86,6 +89,7 @@ impl Connections {
         id: ConnId,
         outbound: Outbound,
         dialect: Dialect,
+        who: Option<Arc<str>>,
         first: Vec<Bytes>,
     ) -> Departures {
         self.links.insert(
@@ -94,6 +98,7 @@ impl Connections {
                 outbound,
                 dialect,
                 awareness_clients: Vec::new(),
+                who,
             },
         );
         let mut departed = Vec::new();
@@ -101,6 +106,17 @@ impl Connections {
             departed.extend(self.send_to(id, frame));
         }
         departed
+    }
+
+    /// Who is connected, as far as tokens say: each name once, in order,
+    /// at most `limit` of them.
+    pub(super) fn who(&self, limit: usize) -> Vec<String> {
+        let names: BTreeSet<&str> = self
+            .links
+            .values()
+            .filter_map(|l| l.who.as_deref())
+            .collect();
+        names.into_iter().take(limit).map(str::to_owned).collect()
     }
 
     /// The dialect of a connection, if it is still here.
@@ -390,7 +406,7 @@ mod tests {
                 .map(|id| {
                     let (tx, rx) = Outbound::channel(16);
                     assert!(conns
-                        .join(id, tx, Dialect::YWebsocket, Vec::new())
+                        .join(id, tx, Dialect::YWebsocket, None, Vec::new())
                         .is_empty());
                     rx
                 })
@@ -415,7 +431,7 @@ mod tests {
             .zip(dialects)
             .map(|(id, dialect)| {
                 let (tx, rx) = Outbound::channel(16);
-                assert!(conns.join(id, tx, dialect, Vec::new()).is_empty());
+                assert!(conns.join(id, tx, dialect, None, Vec::new()).is_empty());
                 rx
             })
             .collect();
@@ -436,8 +452,8 @@ mod tests {
         let mut conns = Connections::new(1 << 20, Duration::ZERO);
         let (slow_tx, mut slow) = Outbound::channel(2);
         let (fast_tx, mut fast) = Outbound::channel(16);
-        conns.join(1, slow_tx, Dialect::YWebsocket, Vec::new());
-        conns.join(2, fast_tx, Dialect::YWebsocket, Vec::new());
+        conns.join(1, slow_tx, Dialect::YWebsocket, None, Vec::new());
+        conns.join(2, fast_tx, Dialect::YWebsocket, None, Vec::new());
         conns.note_awareness(1, &[70, 71], &[]);
         let mut departed = Vec::new();
         for name in ["a", "b", "c"] {
@@ -459,7 +475,7 @@ mod tests {
     fn a_connection_whose_task_is_gone_departs_without_a_close() {
         let mut conns = Connections::new(1 << 20, Duration::ZERO);
         let (tx, rx) = Outbound::channel(16);
-        conns.join(1, tx, Dialect::YWebsocket, Vec::new());
+        conns.join(1, tx, Dialect::YWebsocket, None, Vec::new());
         conns.note_awareness(1, &[5], &[]);
         drop(rx);
         assert_eq!(
@@ -483,7 +499,7 @@ mod tests {
         for (case, changes, expected) in cases {
             let mut conns = Connections::new(1 << 20, Duration::ZERO);
             let (tx, _rx) = Outbound::channel(16);
-            conns.join(1, tx, Dialect::YWebsocket, Vec::new());
+            conns.join(1, tx, Dialect::YWebsocket, None, Vec::new());
             for (introduced, removed) in *changes {
                 conns.note_awareness(1, introduced, removed);
             }
@@ -495,7 +511,7 @@ mod tests {
     fn a_full_batch_goes_out_without_waiting_for_the_flush() {
         let mut conns = Connections::new(1 << 20, Duration::from_secs(60));
         let (tx, mut rx) = Outbound::channel(1024);
-        conns.join(1, tx, Dialect::YWebsocket, Vec::new());
+        conns.join(1, tx, Dialect::YWebsocket, None, Vec::new());
         for _ in 0..MAX_BATCH - 1 {
             conns.relay_update(frame("u"), None);
         }

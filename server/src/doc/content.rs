@@ -238,6 +238,7 @@ mod tests {
                     id: 1,
                     outbound: Outbound::channel(1).0,
                     dialect: super::super::command::Dialect::YWebsocket,
+                    who: None,
                     reply: oneshot::channel().0,
                 },
                 Need::Nothing,

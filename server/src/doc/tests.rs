@@ -101,6 +101,7 @@ impl Conn {
             id,
             outbound,
             dialect: super::Dialect::Hocuspocus,
+            who: None,
             reply,
         })
         .await
@@ -114,6 +115,7 @@ impl Conn {
             id,
             outbound,
             dialect: super::Dialect::YWebsocket,
+            who: None,
             reply,
         })
         .await

@@ -96,6 +96,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX quire_webhook_outbox_due ON quire_webhook_outbox (next_ms) WHERE NOT dead;
     CREATE INDEX quire_webhook_outbox_dead ON quire_webhook_outbox (id) WHERE dead;
     "#,
+    // 4: who was connected when a version was recorded (token subjects).
+    r#"
+    ALTER TABLE quire_versions ADD COLUMN users text[] NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), RecordError> {

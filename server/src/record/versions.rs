@@ -4,7 +4,7 @@
 use super::RecordError;
 use crate::history::{NewVersion, StoredVersion, Trigger, VersionMeta};
 
-const COLUMNS: &str = "id, created_at_ms, label, trigger, clients, octet_length(snapshot)";
+const COLUMNS: &str = "id, created_at_ms, label, trigger, clients, octet_length(snapshot), users";
 
 fn meta(row: &tokio_postgres::Row) -> Result<VersionMeta, RecordError> {
     let trigger: String = row.try_get(3)?;
@@ -16,6 +16,7 @@ fn meta(row: &tokio_postgres::Row) -> Result<VersionMeta, RecordError> {
             .ok_or_else(|| RecordError::Corrupt(format!("version trigger {trigger:?}")))?,
         clients: row.try_get::<_, i32>(4)?.max(0) as u32,
         size: row.try_get::<_, i32>(5)?.max(0) as u64,
+        users: row.try_get(6)?,
     })
 }
 
@@ -37,8 +38,8 @@ pub(super) async fn save(
     let row = txn
         .query_one(
             &format!(
-                "INSERT INTO quire_versions (doc, id, created_at_ms, label, trigger, clients, snapshot)
-                 SELECT $1, COALESCE(MAX(id), 0) + 1, $2, $3, $4, $5, $6
+                "INSERT INTO quire_versions (doc, id, created_at_ms, label, trigger, clients, snapshot, users)
+                 SELECT $1, COALESCE(MAX(id), 0) + 1, $2, $3, $4, $5, $6, $7
                  FROM quire_versions WHERE doc = $1
                  RETURNING {COLUMNS}"
             ),
@@ -49,6 +50,7 @@ pub(super) async fn save(
                 &version.trigger.as_str(),
                 &(version.clients.min(i32::MAX as u32) as i32),
                 &version.snapshot,
+                &version.users,
             ],
         )
         .await?;
@@ -105,7 +107,7 @@ pub(super) async fn get(
     row.map(|row| {
         Ok(StoredVersion {
             meta: meta(&row)?,
-            snapshot: row.try_get(6)?,
+            snapshot: row.try_get(7)?,
         })
     })
     .transpose()

@@ -24,6 +24,7 @@ use crdt_core::{AwarenessUpdate, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -74,6 +75,7 @@ async fn serve(socket: Box<WebSocket>, setup: Box<Setup>) {
         setup.id,
         outbound,
         Dialect::YWebsocket,
+        setup.peer.who.clone(),
     ))
     .await
     else {
@@ -123,16 +125,19 @@ pub(super) async fn join(
     id: ConnId,
     outbound: Outbound,
     dialect: Dialect,
+    who: Option<Arc<str>>,
 ) -> Option<DocHandle> {
     let joined = registry
         .with_doc(name, IfAbsent::Create, |handle| {
             let outbound = outbound.clone();
+            let who = who.clone();
             async move {
                 handle
                     .request(|reply| DocCommand::Connect {
                         id,
                         outbound,
                         dialect,
+                        who,
                         reply,
                     })
                     .await?;

@@ -15,6 +15,8 @@ pub struct Peer {
     /// False for read-only tokens: their updates are refused, never applied.
     pub can_write: bool,
     pub subject: String,
+    /// `Access::known_subject`: who versions say was connected.
+    pub who: Option<std::sync::Arc<str>>,
     pub addr: SocketAddr,
 }
 
@@ -51,6 +53,7 @@ pub async fn upgrade(
     let peer = Peer {
         can_write: access.can_write(&name),
         subject: access.subject().to_owned(),
+        who: access.known_subject(),
         addr: peer_addr,
     };
     let permit = admit(&app)?;

@@ -317,11 +317,15 @@ const SECRET: &str = "history-secret";
 const ADMIN: &str = "history-admin";
 
 fn token(scope: &str) -> String {
+    token_for("reader", scope)
+}
+
+fn token_for(sub: &str, scope: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         + 3600;
-    let claims = json!({ "sub": "reader", "docs": [DOC], "scope": scope, "exp": exp });
+    let claims = json!({ "sub": sub, "docs": [DOC], "scope": scope, "exp": exp });
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -372,6 +376,27 @@ async fn a_read_token_lists_and_exports_versions_but_cannot_record_or_restore() 
 }
 
 #[tokio::test]
+async fn a_version_says_who_was_connected_as_their_tokens_name_them() -> Result<()> {
+    let server = TestServer::start_with(["--auth-secret", SECRET, "--admin-token", ADMIN]).await?;
+    let mut connected = Vec::new();
+    for (sub, scope) in [("bob", "read"), ("ada", "write"), ("ada", "write")] {
+        let client =
+            Client::connect(server.client_config(DOC).token(token_for(sub, scope))).await?;
+        client.wait_synced(WAIT).await?;
+        connected.push(client);
+    }
+    append(&connected[1], "t", "together");
+    let admin = Rest::with_token(&server, ADMIN);
+    wait_server_text(&admin, "t", "together").await?;
+    let v = post_version(&admin, &format!("/api/docs/{DOC}/versions"), None).await?;
+    assert_eq!(v["users"], json!(["ada", "bob"]), "{v}");
+    assert_eq!(v["clients"], 3, "{v}");
+    let listed = versions(&admin).await?;
+    assert_eq!(listed[0]["users"], json!(["ada", "bob"]), "{listed:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_document_leaving_memory_records_a_version_and_deleting_it_deletes_its_versions(
 ) -> Result<()> {
     let server = TestServer::start_with(["--idle-unload-secs", "1"]).await?;
@@ -383,6 +408,8 @@ async fn a_document_leaving_memory_records_a_version_and_deleting_it_deletes_its
     client.disconnect().await?;
     let listed = wait_versions(&rest, 1).await?;
     assert_eq!(listed[0]["trigger"], "unload", "{listed:?}");
+    // Open mode: nobody is named.
+    assert_eq!(listed[0]["users"], json!([]), "{listed:?}");
     let id = listed[0]["id"].as_u64().context("id")?;
     assert_eq!(version_text(&rest, id, "t").await?, "before leaving");
 

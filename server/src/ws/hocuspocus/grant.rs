@@ -29,6 +29,8 @@ pub(super) struct Grant {
     pub(super) scope: Scope,
     /// The JWT's `exp` (Unix seconds); none for open mode and the admin token.
     pub(super) exp: Option<u64>,
+    /// `Access::known_subject`.
+    pub(super) who: Option<std::sync::Arc<str>>,
 }
 
 /// Decides an Auth for the document `document` (the address's name part).
@@ -55,7 +57,12 @@ pub(super) fn grant(
         Access::Token(claims) => Some(claims.exp),
         Access::Open | Access::Admin => None,
     };
-    Ok(Grant { name, scope, exp })
+    Ok(Grant {
+        name,
+        scope,
+        exp,
+        who: access.known_subject(),
+    })
 }
 
 /// When a session whose token expires at `exp` is asked for a new token,

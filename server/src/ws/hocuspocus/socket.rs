@@ -166,7 +166,7 @@ struct Link {
 /// The session's document.
 enum LinkDoc {
     /// Not joined yet: the document and the sending side for its actor.
-    Joining(Box<(DocName, Outbound)>),
+    Joining(Box<(DocName, Outbound, Option<std::sync::Arc<str>>)>),
     /// Joined (the join may have been taken to run).
     Joined(Option<DocHandle>),
 }

@@ -69,8 +69,8 @@ impl Socket {
                 };
                 match std::mem::replace(&mut link.doc, LinkDoc::Joined(None)) {
                     LinkDoc::Joining(joining) => {
-                        let (name, outbound) = *joining;
-                        self.join(at, name, outbound);
+                        let (name, outbound, who) = *joining;
+                        self.join(at, name, outbound, who);
                         Ok(())
                     }
                     joined => {
@@ -144,7 +144,7 @@ impl Socket {
                     let mut link = Link {
                         id: self.env.next_conn_id.fetch_add(1, Ordering::Relaxed),
                         rx,
-                        doc: LinkDoc::Joining(Box::new((granted.name, outbound))),
+                        doc: LinkDoc::Joining(Box::new((granted.name, outbound, granted.who))),
                         token: None,
                     };
                     link.set_deadlines(granted.exp);
@@ -188,14 +188,19 @@ impl Socket {
     }
 
     /// Opens the document and joins its actor; work waits until then.
-    pub(super) fn join(&mut self, at: usize, name: DocName, outbound: Outbound) {
+    pub(super) fn join(
+        &mut self,
+        at: usize,
+        name: DocName,
+        outbound: Outbound,
+        who: Option<std::sync::Arc<str>>,
+    ) {
         let entry = &self.entries[at];
         let Some(link) = &entry.link else { return };
         let (id, key, registry) = (link.id, entry.key, self.env.registry.clone());
-        let joined =
-            Box::pin(
-                async move { join(&registry, &name, id, outbound, Dialect::Hocuspocus).await },
-            );
+        let joined = Box::pin(async move {
+            join(&registry, &name, id, outbound, Dialect::Hocuspocus, who).await
+        });
         self.stall = Some(Box::new(Stall::Join { key, joined }));
     }
 
