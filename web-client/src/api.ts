@@ -114,6 +114,8 @@ export interface Version {
   trigger: 'auto' | 'unload' | 'manual' | 'restore'
   size: number
   clients: number
+  /** Who was connected, as their tokens name them; empty in open mode. */
+  users: string[]
 }
 
 /** The document's versions, newest first. */

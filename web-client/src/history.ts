@@ -71,6 +71,7 @@ export function createHistoryPanel(docName: string, canWrite: () => boolean, liv
       { class: 'version', 'data-version-id': version.id, 'data-trigger': version.trigger },
       h('div', { class: 'version-title' }, title),
       h('time', { class: 'version-time', datetime: version.created_at, title: absoluteTime(when) }, relativeTime(when)),
+      ...(version.users.length > 0 ? [h('div', { class: 'version-users', 'data-testid': 'version-users' }, `with ${version.users.join(', ')}`)] : []),
       h('div', { class: 'version-actions' }, previewButton, restoreButton),
     )
     if (version.id === selected) item.classList.add('selected')

@@ -100,7 +100,7 @@ describe('the history panel', () => {
 })
 
 describe('a read-only link', () => {
-  let viewer, secured
+  let viewer, secured, writeToken
 
   before(async () => {
     secured = await startQuire({ extraArgs: ['--auth-secret', 'browser-history-secret', '--admin-token', 'browser-admin'] })
@@ -113,6 +113,7 @@ describe('a read-only link', () => {
       return (await response.json()).token
     }
     const write = await mint('write')
+    writeToken = write
     // Content and one version, written through REST by a writer.
     const update = await (await fetch(`${server.url}/api/docs/${encodeURIComponent(DOC)}/snapshot?format=yjs`)).arrayBuffer()
     await fetch(`${secured.url}/api/docs/${encodeURIComponent(DOC)}/updates`, {
@@ -135,6 +136,20 @@ describe('a read-only link', () => {
     assert.equal(await viewer.page.locator('[data-testid=save-version]').isDisabled(), true)
     await viewer.page.locator('[data-testid=preview-version]').first().click()
     await eventually(async () => (await viewer.page.locator('[data-testid=version-preview]').innerText()).includes('First draft'), { what: 'the viewer previews' })
+    assertNoPageErrors()
+  })
+
+  test('a version names who was connected when it was recorded', async () => {
+    // Recorded while the viewer (token subject "read") has the document open.
+    const saved = await fetch(`${secured.url}/api/docs/${encodeURIComponent(DOC)}/versions`, { method: 'POST', headers: { Authorization: `Bearer ${writeToken}` } })
+    assert.equal(saved.status, 201)
+    await viewer.page.reload()
+    await viewer.page.waitForSelector('.ProseMirror')
+    await eventually(async () => (await versionRows(viewer.page).count()) === 2, { what: 'the viewer lists both versions' })
+    const newest = versionRows(viewer.page).first()
+    assert.equal(await newest.locator('[data-testid=version-users]').innerText(), 'with read')
+    // The first was recorded through REST with nobody connected: no line.
+    assert.equal(await versionRows(viewer.page).nth(1).locator('[data-testid=version-users]').count(), 0)
     assertNoPageErrors()
   })
 })
