@@ -154,6 +154,14 @@ pub struct StoredDoc {
     pub tombstone_ms: Option<i64>,
 }
 
+/// Whether a request only reads sled (tried even while storage fails) or
+/// writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
 /// When a write is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
@@ -895,6 +903,19 @@ pub(crate) fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, sled::E
     }
 }
 
+/// sled for `access`: a write only while storage is not failing, a read
+/// whenever sled is open.
+fn sled_for<'a>(
+    access: Access,
+    fault: &Option<Fault>,
+    db: &'a Option<sled::Db>,
+) -> Result<&'a sled::Db, StoreError> {
+    match (access, fault, db) {
+        (Access::Read, _, Some(db)) | (Access::Write, None, Some(db)) => Ok(db),
+        _ => Err(StoreError::Unavailable),
+    }
+}
+
 /// Storage is failing: since when, and when the next probe is.
 struct Fault {
     since: Instant,
@@ -992,15 +1013,22 @@ impl Worker {
 
     /// sled, unless storage is failing.
     fn writable(&self) -> Result<&sled::Db, StoreError> {
-        match (&self.fault, &self.db) {
-            (None, Some(db)) => Ok(db),
-            _ => Err(StoreError::Unavailable),
-        }
+        sled_for(Access::Write, &self.fault, &self.db)
     }
 
     /// sled for a read, which is tried even while writes fail.
     fn readable(&self) -> Result<&sled::Db, StoreError> {
-        self.db.as_ref().ok_or(StoreError::Unavailable)
+        sled_for(Access::Read, &self.fault, &self.db)
+    }
+
+    /// sled as [`Worker::writable`] or [`Worker::readable`] give it, with
+    /// the webhook outbox beside it (a request that writes both borrows both).
+    fn with_webhooks(
+        &mut self,
+        access: Access,
+    ) -> Result<(&sled::Db, Option<&mut LocalOutbox>), StoreError> {
+        let db = sled_for(access, &self.fault, &self.db)?;
+        Ok((db, self.webhooks.as_mut()))
     }
 
     /// Passes a request's result on; a sled error starts an outage.
@@ -1233,17 +1261,11 @@ impl Worker {
                 answer,
                 done,
             } => {
-                let result = match (&self.fault, &self.db) {
-                    (None, Some(db)) => compact(
-                        db,
-                        &doc,
-                        snapshot,
-                        through_seq,
-                        meta,
-                        self.webhooks.as_mut(),
-                    ),
-                    _ => Err(StoreError::Unavailable),
-                };
+                let result = self
+                    .with_webhooks(Access::Write)
+                    .and_then(|(db, webhooks)| {
+                        compact(db, &doc, snapshot, through_seq, meta, webhooks)
+                    });
                 match self.observe(result) {
                     Ok(()) => {
                         self.touched.insert(doc.as_str().to_owned());
@@ -1266,12 +1288,9 @@ impl Worker {
                 only_if_older,
                 done,
             } => {
-                let result = match (&self.fault, &self.db) {
-                    (None, Some(db)) => {
-                        delete(db, &doc, at_ms, only_if_older, self.webhooks.as_mut())
-                    }
-                    _ => Err(StoreError::Unavailable),
-                };
+                let result = self
+                    .with_webhooks(Access::Write)
+                    .and_then(|(db, webhooks)| delete(db, &doc, at_ms, only_if_older, webhooks));
                 let result = self.observe(result);
                 if result.is_ok() {
                     self.touched.insert(doc.as_str().to_owned());
@@ -1404,14 +1423,14 @@ impl Worker {
                 work,
                 reply: replier,
             }) => {
-                let writes = work.writes();
-                let result = match (&self.fault, &self.db, &mut self.webhooks) {
-                    (_, _, None) => Err(StoreError::Corrupt("webhooks are not configured".into())),
-                    (Some(_), _, _) if writes => Err(StoreError::Unavailable),
-                    (_, None, _) => Err(StoreError::Unavailable),
-                    (_, Some(db), Some(outbox)) => work.run(db, outbox),
-                };
-                let result = if writes {
+                let access = work.access();
+                let result = self
+                    .with_webhooks(access)
+                    .and_then(|(db, outbox)| match outbox {
+                        Some(outbox) => work.run(db, outbox),
+                        None => Err(StoreError::Corrupt("webhooks are not configured".into())),
+                    });
+                let result = if access == Access::Write {
                     let result = self.observe(result);
                     if result.is_ok() {
                         self.mark_dirty();

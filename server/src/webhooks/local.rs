@@ -11,7 +11,7 @@
 
 use super::{Claimed, Counts, Entry, EventBody, EventData, Mark, Settle};
 use crate::config::WebhookEvent;
-use crate::store::StoreError;
+use crate::store::{Access, StoreError};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use tokio::sync::oneshot;
 
@@ -363,11 +363,11 @@ pub enum Work {
 
 impl Work {
     /// Whether it writes (refused while storage fails) or only reads.
-    pub fn writes(&self) -> bool {
-        !matches!(
-            self,
-            Work::Marks | Work::Sealed { .. } | Work::Dead { .. } | Work::Counts
-        )
+    pub fn access(&self) -> Access {
+        match self {
+            Work::Marks | Work::Sealed { .. } | Work::Dead { .. } | Work::Counts => Access::Read,
+            _ => Access::Write,
+        }
     }
 
     /// Runs on the storage thread. Writes are one batch each: on disk with

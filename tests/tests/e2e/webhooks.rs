@@ -540,7 +540,7 @@ async fn each_receiver_gets_every_event_whatever_becomes_of_the_others() -> Resu
     .await?;
     let rest = Rest::with_token(&server, admin);
     let posted = rest
-        .post("/api/docs/shared/updates", text_update("t", "for both"))
+        .post("/api/docs/for-both/updates", text_update("t", "for both"))
         .await?;
     ensure!(posted.status().is_success(), "post: {}", posted.status());
 
