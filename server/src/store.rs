@@ -571,9 +571,14 @@ impl Store {
         .await
     }
 
-    /// Every document marked for `document.updated`.
-    pub async fn webhook_marks(&self) -> Result<Vec<(String, Mark)>, StoreError> {
-        self.webhooks(Work::Marks, Replier::Marks).await
+    /// The documents whose marks are due for `document.updated` at `now_ms`.
+    pub async fn webhook_marks(
+        &self,
+        now_ms: i64,
+        debounce: Duration,
+    ) -> Result<Vec<(String, Mark)>, StoreError> {
+        self.webhooks(Work::Marks { now_ms, debounce }, Replier::Marks)
+            .await
     }
 
     /// The state vector the last `document.updated` of `doc` carried.

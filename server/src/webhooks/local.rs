@@ -13,6 +13,7 @@ use super::{Claimed, Counts, Entry, EventBody, EventData, Mark, Settle};
 use crate::config::WebhookEvent;
 use crate::store::{Access, StoreError};
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 const MARK: u8 = b'w';
@@ -322,8 +323,12 @@ impl Replier {
 
 /// What a request does, on the storage thread.
 pub enum Work {
-    /// Every marked document.
-    Marks,
+    /// The marked documents due at `now_ms` (`seal::due`): only those are
+    /// copied out, however many are marked.
+    Marks {
+        now_ms: i64,
+        debounce: Duration,
+    },
     /// The state vector of `doc`'s last `document.updated` event.
     Sealed {
         doc: String,
@@ -365,7 +370,9 @@ impl Work {
     /// Whether it writes (refused while storage fails) or only reads.
     pub fn access(&self) -> Access {
         match self {
-            Work::Marks | Work::Sealed { .. } | Work::Dead { .. } | Work::Counts => Access::Read,
+            Work::Marks { .. } | Work::Sealed { .. } | Work::Dead { .. } | Work::Counts => {
+                Access::Read
+            }
             _ => Access::Write,
         }
     }
@@ -374,10 +381,11 @@ impl Work {
     /// the next group commit.
     pub fn run(self, db: &sled::Db, outbox: &mut LocalOutbox) -> Result<Answer, StoreError> {
         match self {
-            Work::Marks => Ok(Answer::Marks(
+            Work::Marks { now_ms, debounce } => Ok(Answer::Marks(
                 outbox
                     .marks
                     .iter()
+                    .filter(|(_, mark)| super::seal::due(mark, now_ms, debounce))
                     .map(|(doc, mark)| (doc.clone(), *mark))
                     .collect(),
             )),

@@ -74,10 +74,7 @@ pub async fn seal_local(
     now_ms: i64,
 ) -> Result<usize, OutboxError> {
     let mut sealed = 0;
-    for (name, mark) in store.webhook_marks().await? {
-        if !due(&mark, now_ms, settings.debounce) {
-            continue;
-        }
+    for (name, mark) in store.webhook_marks(now_ms, settings.debounce).await? {
         let Ok(doc) = DocName::parse(&name) else {
             // Marks are written for stored documents only.
             continue;
