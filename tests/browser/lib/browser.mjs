@@ -76,6 +76,24 @@ export async function editorText (page) {
   return await page.evaluate(() => window.quire.editor.getText())
 }
 
+/** What the editor's status pill says: `connected`, `offline`, … */
+export const statusOf = (page) => page.getAttribute('[data-testid=status]', 'data-status')
+
+/** Opens the editor at `url` and waits until it is connected. */
+export async function openEditor (person, url) {
+  await person.page.goto(url)
+  await person.page.waitForSelector('.ProseMirror')
+  await eventually(async () => (await statusOf(person.page)) === 'connected', { what: `${person.label} connected` })
+}
+
+/** Clicks into the editor and puts the caret at the very end. */
+export async function typeAtEnd (page, text, { newParagraph = false } = {}) {
+  await page.locator('.ProseMirror').click()
+  await page.keyboard.press('Control+End')
+  if (newParagraph) await page.keyboard.press('Enter')
+  await page.keyboard.type(text, { delay: 5 })
+}
+
 /** Polls `fn` until it returns truthy; fails with `what` and the last value. */
 export async function eventually (fn, { what, timeout = 15000, interval = 50 } = {}) {
   const start = Date.now()

@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { startQuire } from '../lib/server.mjs'
-import { editorText, eventually, launchBrowser, newPerson, screenshotPath } from '../lib/browser.mjs'
+import { editorText, eventually, launchBrowser, newPerson, screenshotPath, statusOf } from '../lib/browser.mjs'
 
 const SECRET = 'browser-test-secret'
 const ADMIN = 'browser-test-admin'
@@ -36,8 +36,6 @@ async function mint (scope, sub) {
   assert.equal(response.status, 200, await response.clone().text())
   return (await response.json()).token
 }
-
-const statusOf = (page) => page.getAttribute('[data-testid=status]', 'data-status')
 
 describe('access tokens', () => {
   test('a writer’s token edits, a reader’s token reads only', async (t) => {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict'
 import * as fs from 'node:fs'
 import * as Y from 'yjs'
 import { startQuire } from '../lib/server.mjs'
-import { editorText, eventually, launchBrowser, newPerson, recordStatus, screenshotPath } from '../lib/browser.mjs'
+import { editorText, eventually, launchBrowser, newPerson, openEditor, recordStatus, screenshotPath, statusOf, typeAtEnd } from '../lib/browser.mjs'
 
 const DOC = 'team/launch-plan'
 const DOC_PATH = '/d/team/launch-plan'
@@ -35,21 +35,6 @@ function assertNoPageErrors () {
   assert.deepEqual(errors, [], `pages reported errors:\n${errors.join('\n')}`)
 }
 
-const statusOf = (page) => page.getAttribute('[data-testid=status]', 'data-status')
-
-async function openEditor (person, path = DOC_PATH) {
-  await person.page.goto(server.url + path)
-  await person.page.waitForSelector('.ProseMirror')
-  await eventually(async () => (await statusOf(person.page)) === 'connected', { what: `${person.label} connected` })
-}
-
-/** Clicks into the editor and puts the caret at the very end. */
-async function typeAtEnd (page, text, { newParagraph = false } = {}) {
-  await page.locator('.ProseMirror').click()
-  await page.keyboard.press('Control+End')
-  if (newParagraph) await page.keyboard.press('Enter')
-  await page.keyboard.type(text, { delay: 5 })
-}
 
 async function converged (pages, ...needles) {
   return await eventually(async () => {
@@ -230,7 +215,7 @@ describe('writing together', () => {
     const expected = await editorText(ada.page)
     const linus = await newPerson(browser, { label: 'linus', name: 'Linus', color: '#f76b15', errors })
     try {
-      await openEditor(linus)
+      await openEditor(linus, server.url + DOC_PATH)
       await eventually(async () => (await editorText(linus.page)) === expected, { what: 'latecomer has the whole text' })
       assert.equal(await linus.page.locator('.ProseMirror h1').first().innerText(), 'Launch plan')
       assert.deepEqual(await linus.page.locator('.ProseMirror strong').allInnerTexts(), ['Friday'])
@@ -335,7 +320,7 @@ describe('read-only access', () => {
           }
         })
       })
-      await openEditor(viewer, '/d/team/refusals')
+      await openEditor(viewer, server.url + '/d/team/refusals')
       assert.equal(await viewer.page.getAttribute('.ProseMirror', 'contenteditable'), 'true')
       await typeAtEnd(viewer.page, 'x')
       await viewer.page.locator('[data-testid=readonly-banner]').waitFor({ state: 'visible' })

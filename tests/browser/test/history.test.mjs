@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { startQuire } from '../lib/server.mjs'
-import { editorText, eventually, launchBrowser, newPerson, screenshotPath } from '../lib/browser.mjs'
+import { editorText, eventually, launchBrowser, newPerson, openEditor, screenshotPath, typeAtEnd } from '../lib/browser.mjs'
 
 const DOC = 'team/history'
 const DOC_PATH = '/d/team/history'
@@ -29,17 +29,6 @@ function assertNoPageErrors () {
   assert.deepEqual(errors, [], `pages reported errors:\n${errors.join('\n')}`)
 }
 
-async function openEditor (person) {
-  await person.page.goto(server.url + DOC_PATH)
-  await person.page.waitForSelector('.ProseMirror')
-  await eventually(async () => (await person.page.getAttribute('[data-testid=status]', 'data-status')) === 'connected', { what: `${person.label} connected` })
-}
-
-async function typeAtEnd (page, text) {
-  await page.locator('.ProseMirror').click()
-  await page.keyboard.press('Control+End')
-  await page.keyboard.type(text, { delay: 5 })
-}
 
 /** The server's plain text of the document (XML of the fragment). */
 async function serverXml () {
@@ -55,8 +44,8 @@ describe('the history panel', () => {
   before(async () => {
     ada = await newPerson(browser, { label: 'ada', name: 'Ada Lovelace', errors })
     grace = await newPerson(browser, { label: 'grace', name: 'Grace Hopper', errors })
-    await openEditor(ada)
-    await openEditor(grace)
+    await openEditor(ada, server.url + DOC_PATH)
+    await openEditor(grace, server.url + DOC_PATH)
   })
 
   after(async () => {

@@ -8,7 +8,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { startQuire } from '../lib/server.mjs'
-import { editorText, eventually, launchBrowser, newPerson, screenshotPath } from '../lib/browser.mjs'
+import { editorText, eventually, launchBrowser, newPerson, screenshotPath, typeAtEnd } from '../lib/browser.mjs'
 import { bundleTiptapPage, serveTiptapPage, tiptapPageUrl } from '../lib/tiptap-page.mjs'
 
 const DOC = 'tiptap/hocuspocus'
@@ -43,12 +43,6 @@ const tiptapText = (page) => page.evaluate(() => window.tiptap.editor.getText())
 const caretUsers = (page) => page.evaluate(() => window.tiptap.editor.storage.collaborationCaret.users.map((u) => u.name).filter(Boolean).sort())
 const caretLabels = (page) => page.locator('.collaboration-carets__label').allInnerTexts()
 
-async function typeAtEnd (page, text) {
-  await page.locator('.ProseMirror').click()
-  await page.keyboard.press('Control+End')
-  await page.keyboard.press('Enter')
-  await page.keyboard.type(text, { delay: 5 })
-}
 
 test('two Tiptap pages on HocuspocusProvider converge, show each other\'s carets, list both users, and converge with Quire\'s own editor page on the same document', async () => {
   const ada = await openTiptap('tiptap-ada', 'Ada', '#6e56cf')
@@ -57,8 +51,8 @@ test('two Tiptap pages on HocuspocusProvider converge, show each other\'s carets
   try {
     assert.equal(await ada.page.evaluate(() => window.tiptap.provider.authorizedScope), 'read-write')
 
-    await typeAtEnd(ada.page, 'Ada writes on Hocuspocus.')
-    await typeAtEnd(grace.page, 'Grace answers.')
+    await typeAtEnd(ada.page, 'Ada writes on Hocuspocus.', { newParagraph: true })
+    await typeAtEnd(grace.page, 'Grace answers.', { newParagraph: true })
     const both = await eventually(async () => {
       const [a, g] = await Promise.all([tiptapText(ada.page), tiptapText(grace.page)])
       return a === g && a.includes('Ada writes on Hocuspocus.') && a.includes('Grace answers.') ? a : false
@@ -78,7 +72,7 @@ test('two Tiptap pages on HocuspocusProvider converge, show each other\'s carets
     await quentin.page.goto(`${server.url}/d/${DOC}`)
     await quentin.page.waitForSelector('.ProseMirror')
     await eventually(async () => (await editorText(quentin.page)) === both, { what: 'Quire\'s editor page shows what the Tiptap pages wrote' })
-    await typeAtEnd(quentin.page, 'Quentin from the Quire editor.')
+    await typeAtEnd(quentin.page, 'Quentin from the Quire editor.', { newParagraph: true })
     const all = await eventually(async () => {
       const texts = await Promise.all([tiptapText(ada.page), tiptapText(grace.page), editorText(quentin.page)])
       return texts.every((t) => t === texts[0]) && texts[0].includes('Quentin from the Quire editor.') ? texts[0] : false
